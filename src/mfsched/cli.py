@@ -1,0 +1,228 @@
+"""The ``mfsched`` command line: parse -> config -> runner -> print/write. Nothing else.
+
+User mistakes raise :class:`~mfsched.errors.UserError` somewhere below; ``main`` turns them
+into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="MFS: multi-stage flow scheduling for disaggregated LLM serving.")
+err_console = Console(stderr=True)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(
+        help="Cluster: 'testbed' (8 servers x 4 RTX 3090, 2 x 100 Gb/s NICs per server) or "
+             "'fattree' (256 servers x 8 A100, one 200 Gb/s NIC per GPU).")] = "testbed",
+    model: Annotated[str | None, typer.Option(
+        help="Model name (see 'mfsched list models'). Default: the scenario's "
+             "(testbed: mixtral-8x7b, fattree: mixtral-8x22b).")] = None,
+    tp: Annotated[int | None, typer.Option(help="Tensor-parallel degree per unit. Default: "
+                                                "the paper's setting for the model.")] = None,
+    ep: Annotated[int | None, typer.Option(help="Expert-parallel degree (units per MoE "
+                                                "instance). Default: the paper's.")] = None,
+    sp: Annotated[int | None, typer.Option(help="Sequence-parallel degree (dense models). "
+                                                "Default: the paper's.")] = None,
+    servers: Annotated[int | None, typer.Option(
+        help="Number of servers in the topology. Default: testbed 8, fattree 256.")] = None,
+    prefill_instances: Annotated[int | None, typer.Option(
+        help="Prefill instances (decode instances match 1:1). Default: half the GPUs.")] = None,
+    workload: Annotated[str, typer.Option(
+        help="Synthetic workload when no --trace: 'conv' (~2k tokens, ~50% reuse) or "
+             "'agent' (~1k tokens, ~65% reuse, hot prefixes).")] = "agent",
+    trace: Annotated[Path | None, typer.Option(help="Request trace file to replay instead "
+                                                    "of a synthetic workload.")] = None,
+    trace_format: Annotated[str, typer.Option(
+        help="Trace format: mooncake (JSONL, ms), qwen (JSONL, s) or azure (CSV).")]
+        = "mooncake",
+    keep_timestamps: Annotated[bool, typer.Option(
+        help="Replay the trace's own arrival times instead of Poisson arrivals at --rate.")]
+        = False,
+    scheduler: Annotated[str, typer.Option(
+        help="Scheduler name, comma-separated names, or 'all' (see 'mfsched list "
+             "schedulers').")] = "all",
+    rate: Annotated[float, typer.Option(
+        help="Request rate in requests/s per prefill GPU (Poisson arrivals).")] = 1.0,
+    requests: Annotated[int, typer.Option(help="Number of evaluated requests.")] = 1024,
+    warmup: Annotated[int, typer.Option(
+        help="Warm-up requests simulated before the evaluated ones, not counted.")] = 512,
+    slo_scale: Annotated[float, typer.Option(
+        help="TTFT SLO = this x the request's TTFT alone on the idle cluster.")] = 3.0,
+    slo: Annotated[float | None, typer.Option(
+        help="A global constant TTFT SLO in seconds instead of --slo-scale.")] = None,
+    levels: Annotated[int, typer.Option(
+        help="Strict priority levels K (a scavenger class comes below them).")] = 8,
+    max_batched_tokens: Annotated[int, typer.Option(
+        help="Continuous batching: new tokens per prefill unit per batch.")] = 8192,
+    reuse_lookahead: Annotated[int, typer.Option(
+        help="Stage-1 lookahead in layers; 0 fetches every layer at batch start.")] = 0,
+    per_flow: Annotated[bool, typer.Option(
+        help="Reference mode: every member of a collective is its own flow (slower).")]
+        = False,
+    seed: Annotated[int, typer.Option(help="Seed for workload generation and arrivals.")] = 0,
+    out: Annotated[Path | None, typer.Option(
+        help="Write per-request, per-flow, per-collective and per-batch records (Parquet), "
+             "the resolved config and the summary into this directory.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print only a JSON array (one object per scheduler) on stdout.")]
+        = False,
+) -> None:
+    """Simulate a disaggregated prefill cluster and report TTFT SLO attainment per scheduler.
+
+    With no options: the paper's testbed, Mixtral-8x7B TP1/EP8 on 16 prefill GPUs, the agent workload at 1 request/s per prefill GPU, every registered scheduler.
+    """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
+    from .experiments.config import SimConfig
+    from .experiments.runner import run, scheduler_names
+    from .sim.serving import ServingConfig
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError("exists and is not a directory", where=str(out))
+    if max_batched_tokens < 1:
+        raise UserError(f"--max-batched-tokens must be at least 1, got {max_batched_tokens}")
+    if reuse_lookahead < 0:
+        raise UserError(f"--reuse-lookahead must be >= 0, got {reuse_lookahead}")
+    serving = ServingConfig(max_batched_tokens=max_batched_tokens,
+                            reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
+    cfg = SimConfig(scenario=scenario.lower(), model=model, tp=tp, ep=ep, sp=sp,
+                    servers=servers, prefill_instances=prefill_instances, workload=workload,
+                    trace=None if trace is None else str(trace), trace_format=trace_format,
+                    keep_timestamps=keep_timestamps, rate_per_gpu=rate, requests=requests,
+                    warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed, num_levels=levels,
+                    serving=serving)
+    names = scheduler_names(scheduler)
+    with _progress(enabled=not as_json or err_console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        results = run(cfg, names, record_flows=out is not None, progress=tick)
+    rows = [r.to_json() for r in results]
+    if out is not None:
+        _write_out(out, cfg, results, rows)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("requests"), TimeElapsedColumn(), console=err_console,
+                    disable=not enabled, transient=False)
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    first = rows[0]
+    title = (f"{first['scenario']} | {first['model']} {first['parallelism']} | "
+             f"{first['workload']} | {first['rate_per_gpu']:g} req/s per prefill GPU | "
+             f"{first['requests_evaluated']} requests")
+    table = Table(title=title, caption="times in ms; earliness = (deadline - P2D end) / SLO")
+    for col in ("scheduler", "SLO met", "TTFT mean", "p50", "p99", "Stage-2 CCT",
+                "earliness", "pruned", "sim s", "wall s", "events"):
+        table.add_column(col, justify="left" if col == "scheduler" else "right")
+    for r in rows:
+        table.add_row(r["scheduler"], f"{r['slo_attainment']:.1%}",
+                      f"{1e3 * r['ttft_mean_s']:.1f}", f"{1e3 * r['ttft_p50_s']:.1f}",
+                      f"{1e3 * r['ttft_p99_s']:.1f}", f"{1e3 * r['stage2_cct_mean_s']:.2f}",
+                      f"{r['p2d_earliness_mean']:+.2f}", f"{r['pruned_fraction']:.1%}",
+                      f"{r['simulated_time_s']:.1f}", f"{r['wall_time_s']:.1f}",
+                      f"{r['events']:,}")
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, 132))
+    out.print(table)
+
+
+def _write_out(out: Path, cfg, results, rows: list[dict]) -> None:
+    import pyarrow.parquet as pq
+
+    from .records import (
+        FLOW_COLUMNS,
+        BatchRecord,
+        CollectiveRecord,
+        RequestRecord,
+        to_table,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    for res in results:
+        d = out / res.scheduler
+        d.mkdir(exist_ok=True)
+        rec = res.records
+        pq.write_table(to_table(rec.requests, RequestRecord), d / "requests.parquet")
+        pq.write_table(to_table(rec.collectives, CollectiveRecord), d / "collectives.parquet")
+        pq.write_table(to_table(rec.batches, BatchRecord), d / "batches.parquet")
+        if rec.flows is not None:
+            pq.write_table(to_table(rec.flows, columns=FLOW_COLUMNS), d / "flows.parquet")
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(
+        help="schedulers, models, gpus, topologies, workloads or trace-formats")]
+        = "schedulers") -> None:
+    """List what is registered at an extension point."""
+    from .policy import SCHEDULERS
+    from .sim.topology import TOPOLOGIES
+    from .workload.hardware import GPUS
+    from .workload.models import MODELS
+    from .workload.synthetic import WORKLOADS
+    from .workload.traces import TRACE_FORMATS
+
+    registries = {"schedulers": SCHEDULERS, "models": MODELS, "gpus": GPUS,
+                  "topologies": TOPOLOGIES, "workloads": WORKLOADS,
+                  "trace-formats": TRACE_FORMATS}
+    reg = registries.get(what.lower())
+    if reg is None:
+        raise UserError(f"unknown list {what!r}; choose from {', '.join(registries)}")
+    table = Table(show_header=False, box=None)
+    for entry in reg.entries():
+        table.add_row(entry.name, entry.help)
+    Console().print(table)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"mfsched: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        _fail(str(e))
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except typer.TyperException as e:  # usage errors (unknown option, bad type): one line
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            sys.exit(0)
+        fmt = getattr(e, "format_message", None)
+        _fail(" ".join((fmt() if fmt is not None else str(e)).split()),
+              getattr(e, "exit_code", 2))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Anything a user can cause (a malformed trace line, an unknown model, a negative rate) raises
+:class:`UserError`. The CLI turns it into one line on stderr and exit code 2; it never shows a
+traceback for these. Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["UserError"]
+
+
+@dataclass
+class UserError(Exception):
+    """A mistake in the user's input. ``where`` is a file (and line) or an option name."""
+
+    reason: str
+    where: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.where is None:
+            return self.reason
+        if self.line is None:
+            return f"{self.where}: {self.reason}"
+        return f"{self.where}:{self.line}: {self.reason}"

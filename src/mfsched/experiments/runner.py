@@ -1,0 +1,148 @@
+"""Build a cluster from a config, load the workload, run schedulers, summarise.
+
+``run(config, schedulers)`` is what ``mfsched simulate`` calls. Static parts (topology,
+deployment, planner, the request stream and the isolated-TTFT memo behind the SLOs) are built
+once and shared by all scheduler runs, so every scheduler sees exactly the same requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import UserError
+from ..metrics import Summary, summarize
+from ..policy import SCHEDULERS, PolicyConfig, make_policy
+from ..records import RunRecords
+from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
+from ..sim.topology import TOPOLOGIES, build_topology
+from ..workload.compute import ComputeModel
+from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
+from ..workload.hardware import GPUS
+from ..workload.models import MODELS
+from ..workload.requests import Request, poisson_retime
+from ..workload.stages import StagePlanner
+from ..workload.synthetic import WORKLOADS, generate
+from ..workload.traces import read_trace
+from .config import SimConfig
+
+__all__ = ["RunResult", "build_cluster", "load_requests", "make_slo_fn", "run",
+           "run_scheduler", "scheduler_names"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scheduler: str
+    config: SimConfig
+    summary: Summary
+    stats: SimStats
+    records: RunRecords
+
+    def to_json(self) -> dict:
+        c, s = self.config, self.summary
+        return {
+            "scheduler": self.scheduler,
+            "scenario": c.scenario,
+            "model": c.model_name,
+            "parallelism": c.parallelism.label(),
+            "workload": c.trace or c.workload,
+            "rate_per_gpu": c.rate_per_gpu,
+            "seed": c.seed,
+            "requests_evaluated": s.requests_evaluated,
+            "slo_attainment": s.slo_attainment,
+            "ttft_mean_s": s.ttft_mean_s,
+            "ttft_p50_s": s.ttft_p50_s,
+            "ttft_p99_s": s.ttft_p99_s,
+            "stage2_cct_mean_s": s.stage2_cct_mean_s,
+            "p2d_earliness_mean": s.p2d_earliness_mean,
+            "pruned_fraction": s.pruned_fraction,
+            "wall_time_s": self.stats.wall_time_s,
+            "simulated_time_s": self.stats.simulated_time_s,
+            "events": self.stats.events,
+        }
+
+
+def scheduler_names(spec: str) -> list[str]:
+    """``all``, one name, or a comma-separated list -> registered names (validated)."""
+    if spec.lower() == "all":
+        return SCHEDULERS.names()
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    for n in names:
+        SCHEDULERS.get(n)
+    if not names:
+        raise UserError("no scheduler given")
+    return names
+
+
+def build_cluster(cfg: SimConfig) -> Cluster:
+    topo_cls = TOPOLOGIES.get(cfg.scenario)
+    topo_cfg = topo_cls() if cfg.servers is None else topo_cls(servers=cfg.servers)
+    topology = build_topology(topo_cfg)
+    model = MODELS.get(cfg.model_name)
+    par = cfg.parallelism
+    deployment = build_deployment(model, par, topology.num_gpus, topology.gpus_per_server,
+                                  cfg.prefill_instances)
+    gpu = GPUS.get(topology.gpu)
+    compute = ComputeModel(gpu, cfg.flops_efficiency, cfg.memory_efficiency)
+    planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8)
+    kv_tokens = kv_cache_tokens_per_unit(model, par, gpu.mem_bytes)
+    return Cluster(topology, deployment, compute, planner, cfg.serving, kv_tokens)
+
+
+def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int, int]:
+    """The request stream and how many are warm-up and evaluated."""
+    gen_seed, arrival_seed = np.random.SeedSequence(cfg.seed).spawn(2)
+    wanted = cfg.warmup + cfg.requests + cfg.tail_requests
+    if cfg.trace is not None:
+        requests = read_trace(cfg.trace, cfg.trace_format, limit=wanted)
+        if len(requests) <= cfg.warmup:
+            raise UserError(f"the trace has {len(requests)} requests, not more than the "
+                            f"{cfg.warmup} warm-up requests", where=cfg.trace)
+    else:
+        WORKLOADS.get(cfg.workload)
+        requests = generate(cfg.workload, wanted, np.random.default_rng(gen_seed))
+    evaluated = min(cfg.requests, len(requests) - cfg.warmup)
+    if not cfg.keep_timestamps:
+        rate = cfg.rate_per_gpu * cluster.deployment.prefill_gpus
+        requests = poisson_retime(requests, rate, np.random.default_rng(arrival_seed))
+    return requests, cfg.warmup, evaluated
+
+
+def make_slo_fn(cfg: SimConfig, cluster: Cluster) -> SloFn:
+    if cfg.slo_s is not None:
+        slo = cfg.slo_s
+        return lambda _req, _route: slo
+    isolated = IsolatedTtft(cluster)
+    scale = cfg.slo_scale
+    return lambda req, route: scale * isolated(req, route)
+
+
+def run_scheduler(cfg: SimConfig, cluster: Cluster, requests: Sequence[Request], warmup: int,
+                  evaluated: int, scheduler: str, slo_fn: SloFn, *, record_flows: bool = False,
+                  check_invariants: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> RunResult:
+    policy = make_policy(scheduler, PolicyConfig(num_levels=cfg.num_levels))
+    sim = Serving(cluster, policy, requests, slo_fn, warmup=warmup, evaluated=evaluated,
+                  record_flows=record_flows, check_invariants=check_invariants,
+                  progress=progress)
+    records, stats = sim.run()
+    return RunResult(scheduler, cfg, summarize(records), stats, records)
+
+
+def run(cfg: SimConfig, schedulers: Sequence[str], *, record_flows: bool = False,
+        progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    cluster = build_cluster(cfg)
+    requests, warmup, evaluated = load_requests(cfg, cluster)
+    slo_fn = make_slo_fn(cfg, cluster)
+    results = []
+    for name in schedulers:
+        cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
+        results.append(run_scheduler(cfg, cluster, requests, warmup, evaluated, name, slo_fn,
+                                     record_flows=record_flows, progress=cb))
+    return results
+
+
+def with_overrides(cfg: SimConfig, **changes) -> SimConfig:
+    return replace(cfg, **changes)

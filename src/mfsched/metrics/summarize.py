@@ -1,0 +1,57 @@
+"""Summaries of one run: SLO attainment, TTFT statistics, Stage-2 CCT, P2D earliness.
+
+* SLO attainment: share of evaluated requests whose TTFT <= their SLO.
+* Stage-2 CCT: per (batch, layer), the summed duration of that layer's collectives (EP
+  dispatch + combine, SP all-gather, ...), averaged over batch-layers that ran while evaluated
+  requests were in the system (first evaluated arrival .. last evaluated first token).
+* P2D earliness: (deadline - last P2D byte) / SLO per request; positive = early.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import RunRecords
+
+__all__ = ["Summary", "summarize"]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    requests_evaluated: int
+    slo_attainment: float
+    ttft_mean_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    stage2_cct_mean_s: float
+    p2d_earliness_mean: float
+    pruned_fraction: float
+
+
+def summarize(records: RunRecords) -> Summary:
+    ev = [r for r in records.requests if r.evaluated]
+    if not ev:
+        nan = float("nan")
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan)
+    ttft = np.array([r.ttft_s for r in ev])
+    start = min(r.arrival_s for r in ev)
+    end = max(r.first_token_s for r in ev)
+    per_layer: dict[tuple[int, int], float] = defaultdict(float)
+    for c in records.collectives:
+        if c.start_s >= start and c.end_s <= end:
+            per_layer[(c.batch_id, c.layer)] += c.end_s - c.start_s
+    cct = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
+    earliness = np.array([(r.deadline_s - r.p2d_done_s) / r.slo_s for r in ev])
+    return Summary(
+        requests_evaluated=len(ev),
+        slo_attainment=float(np.mean([r.met for r in ev])),
+        ttft_mean_s=float(ttft.mean()),
+        ttft_p50_s=float(np.percentile(ttft, 50)),
+        ttft_p99_s=float(np.percentile(ttft, 99)),
+        stage2_cct_mean_s=cct,
+        p2d_earliness_mean=float(earliness.mean()),
+        pruned_fraction=float(np.mean([r.pruned for r in ev])),
+    )

@@ -1,0 +1,122 @@
+"""The vocabulary shared by every policy and every driver (simulator, daemon, vLLM plugin).
+
+All times are absolute seconds on the driver's clock (virtual or wall), all sizes bytes, all
+rates bits per second. Ports are opaque integers chosen by the driver (the simulator uses link
+ids); a policy only compares and sums over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "BatchInfo",
+    "Decision",
+    "FlowInfo",
+    "Priority",
+    "ProgressView",
+    "RequestInfo",
+    "Stage",
+]
+
+
+class Stage(IntEnum):
+    """The three communication stages of one layer of a prefill batch (paper §2.2)."""
+
+    KV_REUSE = 1  # fetch reusable prefix KV from another prefill unit; needed by its layer
+    COLLECTIVE = 2  # EP all-to-all / SP / cross-server TP collectives; block the next step
+    P2D = 3  # layer-wise prefill-to-decode KV transfer; blocks nothing, counts in TTFT
+
+
+class Priority(NamedTuple):
+    """Where a flow sits: strict priority by ``level`` (0 is highest), then by ``rank``.
+
+    Flows with equal (level, rank) share bandwidth max-min fairly. ``rank`` lets a policy order
+    flows inside one hardware level in software (e.g. MFS's RED order); most policies leave 0.
+    """
+
+    level: int
+    rank: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """A request as the policy sees it on arrival."""
+
+    request_id: int
+    arrival_s: float
+    slo_s: float  # TTFT budget
+    input_tokens: int
+
+    @property
+    def deadline_s(self) -> float:
+        return self.arrival_s + self.slo_s
+
+
+class FlowInfo(NamedTuple):
+    """One schedulable flow: a point-to-point transfer, or a group of parallel equal-purpose
+    transfers of one collective (``members`` > 1) that the driver advances together.
+
+    ``size_bytes`` is the size of the largest member (what sets the flow's finish time at a
+    given per-member rate); ``total_bytes`` sums all members. ``port_bytes`` lists the load the
+    flow puts on each port it crosses. ``target_layer`` is the layer whose computation consumes
+    the data (Stage 3 uses ``num_layers``: nothing waits for it but the first token).
+
+    A NamedTuple rather than a frozen dataclass: drivers create one per flow on their hot path
+    and a frozen dataclass costs six times as much to build; both are immutable and typed.
+    """
+
+    flow_id: int
+    stage: Stage
+    batch_id: int
+    request_ids: tuple[int, ...]
+    layer: int
+    target_layer: int
+    size_bytes: float
+    total_bytes: float
+    members: int
+    port_bytes: tuple[tuple[int, float], ...]
+    bottleneck_bps: float
+    deadline_s: float | None
+    submit_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """A prefill batch (one forward pass of an instance) on its start.
+
+    ``layer_compute_s`` is the driver's estimate of the compute time of one layer (all compute
+    steps, no communication); ``port_load_bytes`` maps request id -> port -> bytes the request
+    will move during this batch (all stages, all layers), for feasibility checks.
+    """
+
+    batch_id: int
+    instance: int
+    request_ids: tuple[int, ...]
+    num_layers: int
+    start_s: float
+    layer_compute_s: float
+    port_load_bytes: Mapping[int, Mapping[int, float]] = field(default_factory=dict)
+    port_capacity_bps: Mapping[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a policy answers. ``priorities`` holds only flows whose priority changed (or that
+    are new) since the previous decision; ``pruned`` is the full pruned request set, or None if
+    unchanged; ``wake_s`` asks the driver to call :meth:`Policy.decide` again at that time."""
+
+    priorities: Mapping[int, Priority] = field(default_factory=dict)
+    pruned: frozenset[int] | None = None
+    wake_s: float | None = None
+
+
+class ProgressView(Protocol):
+    """Read-only view of flow progress, provided by the driver at decision time."""
+
+    def remaining_bytes(self, flow_id: int) -> float:
+        """Bytes the flow's largest member still has to send."""
+        ...

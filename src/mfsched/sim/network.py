@@ -1,0 +1,230 @@
+"""Fluid flows on a topology: rates from :func:`~mfsched.sim.allocation.allocate_rows`.
+
+A network flow is one rate variable. It is either a single point-to-point transfer, or a
+*group*: parallel members of one collective (or the TP lanes of one KV transfer) advanced
+together, each member at a rate proportional to its size so that all finish together (the
+group's rate is the rate of its largest member; ``size_bytes`` is that member's size). On each
+link the group weighs the sum of its members' sizes there divided by the largest member's
+size, so a group of k equal members crossing a link competes there like k flows. The per-flow
+reference mode simply submits every member as its own flow; ``tests/test_grouping.py`` checks
+that the two agree on small cases.
+
+Flows live in dense slot rows (swap-remove), so a reallocation hands the arrays to the kernel
+without copying; per-slot scalars are packed in two arrays to keep the compiled calls cheap.
+Owned by :class:`mfsched.sim.engine.Engine`, which advances the network between events, asks
+for the next completion time and pops completed flows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+from ..policy.types import Priority
+from .allocation import allocate_rows, priority_key
+
+__all__ = ["FluidNetwork"]
+
+_TIME_EPS_S = 1e-9  # flows that would finish within 1 ns are complete
+_BYTE_EPS = 1e-6
+_UNSET = -1
+_INF = float("inf")
+# rows of FluidNetwork._ints and ._floats
+_NLINKS, _KEY = 0, 1
+_SIZE, _REMAINING, _RATE = 0, 1, 2
+
+
+class FluidNetwork:
+    def __init__(self, capacity_bytes_per_s: np.ndarray, check_invariants: bool = False) -> None:
+        self.capacity = np.ascontiguousarray(capacity_bytes_per_s, dtype=np.float64)
+        self.check_invariants = check_invariants
+        self.now_s = 0.0
+        self.dirty = False
+        self.delivered_bytes = 0.0  # of completed flows, in largest-member bytes
+        self._ids: list[int] = []
+        self._pos: dict[int, int] = {}
+        self._prio: list[Priority | None] = []
+        self._unset = 0  # flows still waiting for their first priority
+        self._links = np.zeros((64, 8), dtype=np.int64)
+        self._weights = np.zeros((64, 8))
+        self._ints = np.zeros((2, 64), dtype=np.int64)
+        self._floats = np.zeros((3, 64))
+
+    def _grow(self, slots: int, width: int) -> None:
+        n = len(self._ids)
+        links = np.zeros((slots, width), dtype=np.int64)
+        weights = np.zeros((slots, width))
+        ints = np.zeros((2, slots), dtype=np.int64)
+        floats = np.zeros((3, slots))
+        w = self._links.shape[1]
+        links[:n, :w] = self._links[:n]
+        weights[:n, :w] = self._weights[:n]
+        ints[:, :n] = self._ints[:, :n]
+        floats[:, :n] = self._floats[:, :n]
+        self._links, self._weights, self._ints, self._floats = links, weights, ints, floats
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, flow_id: int) -> bool:
+        return flow_id in self._pos
+
+    # --- membership ------------------------------------------------------------------------
+
+    def add(self, flow_id: int, links: np.ndarray, weights: np.ndarray, size_bytes: float,
+            priority: Priority | None = None) -> None:
+        if size_bytes <= 0:
+            raise ValueError("flows must carry bytes")
+        n = len(self._ids)
+        slots, width = self._links.shape
+        if n == slots or len(links) > width:
+            self._grow(2 * slots if n == slots else slots, max(width, len(links)))
+        self._pos[flow_id] = n
+        self._ids.append(flow_id)
+        self._prio.append(None)
+        self._unset += 1
+        _put_row(self._links, self._weights, self._ints, self._floats, n, links, weights,
+                 size_bytes)
+        if priority is not None:
+            self.set_priority(flow_id, priority)
+        self.dirty = True
+
+    def _remove_at(self, i: int) -> None:
+        last = len(self._ids) - 1
+        fid = self._ids[i]
+        if self._prio[i] is None:
+            self._unset -= 1
+        if i != last:
+            moved = self._ids[last]
+            self._ids[i] = moved
+            self._pos[moved] = i
+            self._prio[i] = self._prio[last]
+            _move_row(self._links, self._weights, self._ints, self._floats, last, i)
+        self._ids.pop()
+        self._prio.pop()
+        del self._pos[fid]
+        self.dirty = True
+
+    def set_priority(self, flow_id: int, priority: Priority) -> None:
+        i = self._pos[flow_id]
+        if self._prio[i] != priority:
+            if self._prio[i] is None:
+                self._unset -= 1
+            self._prio[i] = priority
+            self._ints[_KEY, i] = priority_key(priority.level, priority.rank)
+            self.dirty = True
+
+    def priority(self, flow_id: int) -> Priority | None:
+        return self._prio[self._pos[flow_id]]
+
+    def remaining_bytes(self, flow_id: int) -> float:
+        return float(self._floats[_REMAINING, self._pos[flow_id]])
+
+    def rate_bytes_per_s(self, flow_id: int) -> float:
+        return float(self._floats[_RATE, self._pos[flow_id]])
+
+    # --- time --------------------------------------------------------------------------------
+
+    def advance(self, t: float) -> None:
+        """Move every flow forward to time ``t`` at its current rate."""
+        dt = t - self.now_s
+        if dt < 0:
+            raise ValueError("time runs forward only")
+        if dt > 0 and self._ids:
+            _advance(self._floats, len(self._ids), dt)
+        self.now_s = t
+
+    def reallocate(self) -> float:
+        """Recompute all rates; return the next completion time (inf if none)."""
+        n = len(self._ids)
+        self.dirty = False
+        if n == 0:
+            return float("inf")
+        if self._unset:
+            missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
+            raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
+        self._floats[_RATE, :n] = allocate_rows(self.capacity, self._links, self._weights,
+                                                self._ints[_NLINKS], self._ints[_KEY], n)
+        if self.check_invariants:
+            self._check()
+        return self.now_s + _time_to_next(self._floats, n)
+
+    def link_loads(self) -> np.ndarray:
+        """Bytes/s currently carried by each link."""
+        loads = np.zeros(len(self.capacity))
+        for i in range(len(self._ids)):
+            k = self._ints[_NLINKS, i]
+            np.add.at(loads, self._links[i, :k], self._weights[i, :k] * self._floats[_RATE, i])
+        return loads
+
+    def _check(self) -> None:
+        over = self.link_loads() > self.capacity * (1 + 1e-9) + 1e-6
+        if over.any():
+            raise AssertionError(f"links over capacity: {np.flatnonzero(over)[:5]}")
+
+    def next_completion_s(self) -> float:
+        return self.now_s + _time_to_next(self._floats, len(self._ids))
+
+    def pop_completed(self) -> list[int]:
+        """Remove and return the flows that are done at the current time."""
+        done = _done_slots(self._floats, len(self._ids), _TIME_EPS_S, _BYTE_EPS).tolist()
+        if not done:
+            return []
+        ids = [self._ids[i] for i in done]
+        self.delivered_bytes += float(self._floats[_SIZE, done].sum())
+        for fid in ids:
+            self._remove_at(self._pos[fid])
+        return ids
+
+
+@njit
+def _advance(floats, n, dt):
+    for i in range(n):
+        floats[_REMAINING, i] -= floats[_RATE, i] * dt
+
+
+@njit
+def _time_to_next(floats, n):
+    best = _INF
+    for i in range(n):
+        rate = floats[_RATE, i]
+        if rate > 0.0:
+            t = floats[_REMAINING, i] / rate
+            if t < best:
+                best = t
+    return best
+
+
+@njit
+def _done_slots(floats, n, time_eps, byte_eps):
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        if floats[_REMAINING, i] <= floats[_RATE, i] * time_eps + byte_eps:
+            out[k] = i
+            k += 1
+    return out[:k]
+
+
+@njit
+def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes):
+    k = len(row_links)
+    for j in range(k):
+        links[i, j] = row_links[j]
+        weights[i, j] = row_weights[j]
+    ints[_NLINKS, i] = k
+    ints[_KEY, i] = _UNSET
+    floats[_SIZE, i] = size_bytes
+    floats[_REMAINING, i] = size_bytes
+    floats[_RATE, i] = 0.0
+
+
+@njit
+def _move_row(links, weights, ints, floats, src, dst):
+    for j in range(ints[_NLINKS, src]):
+        links[dst, j] = links[src, j]
+        weights[dst, j] = weights[src, j]
+    for r in range(2):
+        ints[r, dst] = ints[r, src]
+    for r in range(3):
+        floats[r, dst] = floats[r, src]
