@@ -86,7 +86,7 @@ def simulate(
     With no options: the paper's testbed, Mixtral-8x7B TP1/EP8 on 16 prefill GPUs, the agent workload at 1 request/s per prefill GPU, every registered scheduler.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
     from .experiments.config import SimConfig
-    from .experiments.runner import run, scheduler_names
+    from .experiments.runner import prepare, run, scheduler_names
     from .sim.serving import ServingConfig
 
     if out is not None and out.exists() and not out.is_dir():
@@ -104,6 +104,7 @@ def simulate(
                     warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed, num_levels=levels,
                     serving=serving)
     names = scheduler_names(scheduler)
+    prepared = prepare(cfg)
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
@@ -112,7 +113,7 @@ def simulate(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        results = run(cfg, names, record_flows=out is not None, progress=tick)
+        results = run(prepared, names, record_flows=out is not None, progress=tick)
     rows = [r.to_json() for r in results]
     if out is not None:
         _write_out(out, cfg, results, rows)

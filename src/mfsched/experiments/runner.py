@@ -8,7 +8,7 @@ once and shared by all scheduler runs, so every scheduler sees exactly the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,8 +28,8 @@ from ..workload.synthetic import WORKLOADS, generate
 from ..workload.traces import read_trace
 from .config import SimConfig
 
-__all__ = ["RunResult", "build_cluster", "load_requests", "make_slo_fn", "run",
-           "run_scheduler", "scheduler_names"]
+__all__ = ["Prepared", "RunResult", "build_cluster", "load_requests", "make_slo_fn", "prepare",
+           "run", "run_scheduler", "scheduler_names"]
 
 
 @dataclass(frozen=True)
@@ -131,18 +131,31 @@ def run_scheduler(cfg: SimConfig, cluster: Cluster, requests: Sequence[Request],
     return RunResult(scheduler, cfg, summarize(records), stats, records)
 
 
-def run(cfg: SimConfig, schedulers: Sequence[str], *, record_flows: bool = False,
-        progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+@dataclass(frozen=True)
+class Prepared:
+    """Everything shared by the scheduler runs of one config."""
+
+    config: SimConfig
+    cluster: Cluster
+    requests: list[Request]
+    warmup: int
+    evaluated: int
+    slo_fn: SloFn
+
+
+def prepare(cfg: SimConfig) -> Prepared:
+    """Build the cluster and the request stream; raises UserError for bad input."""
     cluster = build_cluster(cfg)
     requests, warmup, evaluated = load_requests(cfg, cluster)
-    slo_fn = make_slo_fn(cfg, cluster)
+    return Prepared(cfg, cluster, requests, warmup, evaluated, make_slo_fn(cfg, cluster))
+
+
+def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,
+        progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    p = cfg if isinstance(cfg, Prepared) else prepare(cfg)
     results = []
     for name in schedulers:
         cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
-        results.append(run_scheduler(cfg, cluster, requests, warmup, evaluated, name, slo_fn,
-                                     record_flows=record_flows, progress=cb))
+        results.append(run_scheduler(p.config, p.cluster, p.requests, p.warmup, p.evaluated,
+                                     name, p.slo_fn, record_flows=record_flows, progress=cb))
     return results
-
-
-def with_overrides(cfg: SimConfig, **changes) -> SimConfig:
-    return replace(cfg, **changes)

@@ -1,0 +1,69 @@
+"""The fluid network alone: hand-computed finish times through replay()."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mfsched.policy.types import Priority
+from mfsched.sim.network import FluidNetwork
+from mfsched.sim.replay import ReplayFlow, replay
+
+NS3REF = Path(__file__).resolve().parents[2] / "shared" / "tools" / "ns3ref"
+
+
+def test_dumbbell_fair_by_hand():
+    # 1.25e9 B/s link; f0 20 MB from 0, f1 5 MB from 2 ms (the ns3ref 'a' scenario)
+    cap = [1.25e9]
+    out = replay(cap, [ReplayFlow("f0", (0,), 20e6, 0.0), ReplayFlow("f1", (0,), 5e6, 0.002)])
+    assert out["f1"] == pytest.approx(0.010)  # 2 ms + 5 MB at 0.625 GB/s
+    assert out["f0"] == pytest.approx(0.020)
+
+
+def test_priority_change_mid_flow():
+    # two 10 MB flows at 1e6 B/s share; at 4 s f1 is promoted and gets the whole link
+    out = replay([1e6], [ReplayFlow("f0", (0,), 10e6, 0.0, level=3),
+                         ReplayFlow("f1", (0,), 10e6, 0.0, level=3, level_changes=((4.0, 1),))])
+    # by 4 s each has 2 MB; f1 needs 8 MB more alone: 12 s; f0 then 8 MB: 20 s
+    assert out["f1"] == pytest.approx(12.0)
+    assert out["f0"] == pytest.approx(20.0)
+
+
+def test_bytes_delivered_and_completion_order():
+    net = FluidNetwork(np.array([10.0, 10.0]))
+    net.add(1, np.array([0]), np.ones(1), 10.0, Priority(0))
+    net.add(2, np.array([0, 1]), np.ones(2), 30.0, Priority(0))
+    assert net.reallocate() == pytest.approx(2.0)  # both at 5 B/s; flow 1 ends at 2 s
+    net.advance(2.0)
+    assert net.pop_completed() == [1]
+    assert net.reallocate() == pytest.approx(4.0)  # flow 2: 20 B left at 10 B/s
+    net.advance(4.0)
+    assert net.pop_completed() == [2]
+    assert net.delivered_bytes == 40.0
+
+
+def test_missing_priority_is_an_error():
+    net = FluidNetwork(np.array([1.0]))
+    net.add(1, np.array([0]), np.ones(1), 1.0)
+    with pytest.raises(RuntimeError, match="no priority"):
+        net.reallocate()
+
+
+@pytest.mark.skipif(not (NS3REF / "fluid_fct.py").exists(), reason="needs ../shared/tools/ns3ref")
+@pytest.mark.parametrize("scenario", sorted(p.name for p in (NS3REF / "scenarios").glob("*.json"))
+                         if (NS3REF / "scenarios").exists() else [])
+def test_matches_independent_fluid_reference(scenario):
+    """Our network model gives the ns3ref fluid model's FCTs on every ns3ref scenario."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from ns3_check import fluid_fcts_ours
+
+    path = NS3REF / "scenarios" / scenario
+    theirs = json.loads(subprocess.run([sys.executable, str(NS3REF / "fluid_fct.py"), str(path)],
+                                       capture_output=True, text=True, check=True).stdout)
+    ours = fluid_fcts_ours(path)
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k] == pytest.approx(theirs[k], rel=1e-6, abs=1e-9)
