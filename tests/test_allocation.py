@@ -126,3 +126,14 @@ def test_interpreted_kernel_matches_compiled():
                              env={**os.environ, **env}, check=True)
         outs.append(res.stdout)
     assert outs[0] == outs[1]
+
+
+def test_rate_cap_leaves_the_rest_to_others():
+    # a capped flow (cap 2) and a plain flow on one link of 10: 2 and 8
+    r = allocate(np.array([10.0]), np.array([0, 1]), np.array([0, 0]), np.ones(2),
+                 np.array([0, 0]), caps=np.array([2.0, np.inf]))
+    assert r.tolist() == pytest.approx([2.0, 8.0])
+    # a capped high-priority flow leaves the remainder to the lower class
+    r = allocate(np.array([10.0]), np.array([0, 1]), np.array([0, 0]), np.ones(2),
+                 np.array([0, 1]), caps=np.array([3.0, np.inf]))
+    assert r.tolist() == pytest.approx([3.0, 7.0])

@@ -34,6 +34,7 @@ class RequestRecord:
     remote_unit: int
     slo_s: float
     deadline_s: float
+    p2d_deadline_s: float  # the TTFT deadline minus the first decode step
     first_batch_s: float
     compute_done_s: float
     p2d_done_s: float

@@ -51,6 +51,7 @@ class SimConfig:
     slo_s: float | None = None  # a global constant SLO instead of slo_scale x isolated TTFT
     seed: int = 0
     num_levels: int = 8
+    policy_options: tuple[str, ...] = ()  # "SCHEDULER.KEY=VALUE", e.g. "mfs.red_tiebreak=false"
     flops_efficiency: float = 0.6
     memory_efficiency: float = 0.8
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -70,6 +71,18 @@ class SimConfig:
             raise UserError(f"tail must be >= 0, got {self.tail}")
         if self.num_levels < 1:
             raise UserError(f"--levels must be at least 1, got {self.num_levels}")
+
+    def options_for(self, scheduler: str) -> dict[str, str]:
+        """The ``--policy-option`` settings addressed to ``scheduler``."""
+        out = {}
+        for item in self.policy_options:
+            target, _, rest = item.partition(".")
+            key, eq, value = rest.partition("=")
+            if not (target and key and eq):
+                raise UserError(f"--policy-option {item!r}: expected SCHEDULER.KEY=VALUE")
+            if target.lower() == scheduler.lower():
+                out[key.strip()] = value.strip()
+        return out
 
     @property
     def model_name(self) -> str:

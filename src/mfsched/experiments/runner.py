@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import Summary, summarize
-from ..policy import SCHEDULERS, PolicyConfig, make_policy
+from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology
@@ -123,7 +123,7 @@ def run_scheduler(cfg: SimConfig, cluster: Cluster, requests: Sequence[Request],
                   evaluated: int, scheduler: str, slo_fn: SloFn, *, record_flows: bool = False,
                   check_invariants: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> RunResult:
-    policy = make_policy(scheduler, PolicyConfig(num_levels=cfg.num_levels))
+    policy = make_policy(scheduler, cfg.num_levels, cfg.options_for(scheduler))
     sim = Serving(cluster, policy, requests, slo_fn, warmup=warmup, evaluated=evaluated,
                   record_flows=record_flows, check_invariants=check_invariants,
                   progress=progress)

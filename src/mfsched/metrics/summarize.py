@@ -4,7 +4,8 @@
 * Stage-2 CCT: per (batch, layer), the summed duration of that layer's collectives (EP
   dispatch + combine, SP all-gather, ...), averaged over batch-layers that ran while evaluated
   requests were in the system (first evaluated arrival .. last evaluated first token).
-* P2D earliness: (deadline - last P2D byte) / SLO per request; positive = early.
+* P2D earliness: (P2D deadline - last P2D byte) / SLO per request, where the P2D deadline is
+  the TTFT deadline minus the first decode step; positive = early, negative = missed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def summarize(records: RunRecords) -> Summary:
         if c.start_s >= start and c.end_s <= end:
             per_layer[(c.batch_id, c.layer)] += c.end_s - c.start_s
     cct = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
-    earliness = np.array([(r.deadline_s - r.p2d_done_s) / r.slo_s for r in ev])
+    earliness = np.array([(r.p2d_deadline_s - r.p2d_done_s) / r.slo_s for r in ev])
     return Summary(
         requests_evaluated=len(ev),
         slo_attainment=float(np.mean([r.met for r in ev])),

@@ -21,6 +21,9 @@ from .types import (
 
 # Importing the modules registers their policies.
 from . import fair as _fair  # noqa: F401  isort: skip
+from . import baselines as _baselines  # noqa: F401  isort: skip
+from . import mfs as _mfs  # noqa: F401  isort: skip
+from . import oracle as _oracle  # noqa: F401  isort: skip
 
 __all__ = [
     "SCHEDULERS",

@@ -8,13 +8,14 @@ what it was told plus the :class:`~mfsched.policy.types.ProgressView`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
+from ..errors import UserError
 from ..registry import Registry
 from .types import BatchInfo, Decision, FlowInfo, ProgressView, RequestInfo
 
-__all__ = ["SCHEDULERS", "Policy", "PolicyConfig", "make_policy"]
+__all__ = ["SCHEDULERS", "Policy", "PolicyConfig", "make_policy", "parse_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +35,19 @@ class PolicyConfig:
 
 
 class Policy:
-    """Base class with no-op notifications. Subclasses override what they need."""
+    """Base class with no-op notifications. Subclasses override what they need.
+
+    A policy with settings of its own declares ``config_cls``, a frozen dataclass that extends
+    :class:`PolicyConfig`; ``needs_port_loads`` asks the driver to fill the traffic matrix of
+    :class:`BatchInfo` (it costs the driver a little work per batch).
+    """
 
     name: ClassVar[str] = "?"
+    config_cls: ClassVar[type[PolicyConfig]] = PolicyConfig
+    needs_port_loads: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
-        self.config = config or PolicyConfig()
+        self.config = config or self.config_cls()
 
     def on_request(self, request: RequestInfo, now_s: float) -> None:
         """A request arrived (with its TTFT budget)."""
@@ -59,6 +67,9 @@ class Policy:
     def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
         """Layer ``layer`` of the batch starts computing (a layer boundary)."""
 
+    def on_batch_compute_done(self, batch_id: int, now_s: float) -> None:
+        """The batch's last layer finished computing; only its P2D flows may remain."""
+
     def on_flow_complete(self, flow_id: int, now_s: float) -> None:
         """The flow's last byte arrived."""
 
@@ -69,6 +80,37 @@ class Policy:
 SCHEDULERS: Registry[type[Policy]] = Registry("scheduler", entry_point_group="mfsched.schedulers")
 
 
-def make_policy(name: str, config: PolicyConfig | None = None) -> Policy:
-    """Instantiate a registered scheduler by name."""
-    return SCHEDULERS.get(name)(config)
+def make_policy(name: str, num_levels: int = 8, options: dict[str, str] | None = None) -> Policy:
+    """Instantiate a registered scheduler by name with ``num_levels`` levels and optional
+    ``options`` (field name -> value as text) for its config class."""
+    cls = SCHEDULERS.get(name)
+    return cls(parse_options(cls.config_cls, num_levels, options or {}))
+
+
+def parse_options(config_cls: type[PolicyConfig], num_levels: int,
+                  options: dict[str, str]) -> PolicyConfig:
+    """Build a policy config from text options, with one-line errors for bad ones."""
+    config = config_cls(num_levels=num_levels)
+    known = {f.name: f for f in fields(config_cls)}
+    changes = {}
+    for key, text in options.items():
+        name = key.replace("-", "_")
+        if name not in known or name == "num_levels":
+            choices = ", ".join(sorted(k for k in known if k != "num_levels")) or "none"
+            raise UserError(f"unknown option {key!r} for {config_cls.__name__}; "
+                            f"known: {choices}")
+        current = getattr(config, name)
+        try:
+            if isinstance(current, bool):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(text)
+                changes[name] = text.lower() in ("true", "1", "yes", "on")
+            else:
+                changes[name] = type(current)(text)
+        except ValueError:
+            raise UserError(f"option {key}: cannot read {text!r} as "
+                            f"{type(current).__name__}") from None
+    try:
+        return replace(config, **changes)
+    except ValueError as e:
+        raise UserError(f"{config_cls.__name__}: {e}") from None

@@ -89,8 +89,9 @@ class BatchInfo:
     """A prefill batch (one forward pass of an instance) on its start.
 
     ``layer_compute_s`` is the driver's estimate of the compute time of one layer (all compute
-    steps, no communication); ``port_load_bytes`` maps request id -> port -> bytes the request
-    will move during this batch (all stages, all layers), for feasibility checks.
+    steps, no communication). The per-layer traffic matrix, filled only for policies that set
+    ``needs_port_loads``: ``p2d_port_bytes`` maps request id -> port -> Stage-3 bytes per layer;
+    ``early_port_bytes`` maps port -> Stage-1 and Stage-2 bytes per layer of the whole batch.
     """
 
     batch_id: int
@@ -99,17 +100,21 @@ class BatchInfo:
     num_layers: int
     start_s: float
     layer_compute_s: float
-    port_load_bytes: Mapping[int, Mapping[int, float]] = field(default_factory=dict)
+    p2d_port_bytes: Mapping[int, Mapping[int, float]] = field(default_factory=dict)
+    early_port_bytes: Mapping[int, float] = field(default_factory=dict)
     port_capacity_bps: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What a policy answers. ``priorities`` holds only flows whose priority changed (or that
-    are new) since the previous decision; ``pruned`` is the full pruned request set, or None if
-    unchanged; ``wake_s`` asks the driver to call :meth:`Policy.decide` again at that time."""
+    are new) since the previous decision; ``rate_caps`` likewise holds changed per-member rate
+    limits in bytes/s (``None`` lifts a limit; most policies never set one); ``pruned`` is the
+    full pruned request set, or None if unchanged; ``wake_s`` asks the driver to call
+    :meth:`Policy.decide` again at that time."""
 
     priorities: Mapping[int, Priority] = field(default_factory=dict)
+    rate_caps: Mapping[int, float | None] = field(default_factory=dict)
     pruned: frozenset[int] | None = None
     wake_s: float | None = None
 
@@ -119,4 +124,8 @@ class ProgressView(Protocol):
 
     def remaining_bytes(self, flow_id: int) -> float:
         """Bytes the flow's largest member still has to send."""
+        ...
+
+    def rate_bytes_per_s(self, flow_id: int) -> float:
+        """The largest member's current sending rate (bytes/s)."""
         ...

@@ -6,6 +6,10 @@ belongs to class ``keys[f]``. A plain flow has weight 1 on each link of its path
 parallel members sharing one rate variable has, on each link, the sum of its members' relative
 sizes there (see :mod:`mfsched.sim.network`).
 
+A flow may also carry a rate cap (``caps[f]``, ``inf`` for none): it then freezes when it
+reaches the cap, like a private bottleneck, and leaves the rest to others (policies that
+pace flows, such as Karuna's minimal-rate deadline flows, use it).
+
 Classes are served in increasing key order. Inside a class rates are max-min fair by
 progressive filling on the capacity the higher classes left: all unfrozen flows rise together
 until some link saturates; the flows crossing it freeze at that level; repeat. Lower classes
@@ -28,7 +32,7 @@ __all__ = ["allocate", "allocate_rows", "link_loads", "priority_key"]
 
 _REL_TOL = 1e-9
 _INF = float("inf")  # a float literal: numba reads np.inf through a slow global lookup
-_RANK_BITS = 32
+_RANK_BITS = 40  # ranks below 2**40; levels below 2**23
 
 
 def priority_key(level: int, rank: int) -> int:
@@ -37,12 +41,13 @@ def priority_key(level: int, rank: int) -> int:
 
 
 def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarray,
-             entry_weight: np.ndarray, flow_class: np.ndarray) -> np.ndarray:
+             entry_weight: np.ndarray, flow_class: np.ndarray,
+             caps: np.ndarray | None = None) -> np.ndarray:
     """Rates for ``len(flow_class)`` flows given a sparse flow x link incidence list.
 
     Entry ``e`` says flow ``entry_flow[e]`` loads link ``entry_link[e]`` with weight
     ``entry_weight[e]``; classes are served in increasing ``flow_class`` order. Every flow must
-    have at least one entry with a positive weight.
+    have at least one entry with a positive weight. ``caps`` optionally limits flow rates.
     """
     n = len(flow_class)
     entry_flow = np.asarray(entry_flow, dtype=np.int64)
@@ -56,11 +61,12 @@ def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarra
         weights[f, fill[f]] = w
         fill[f] += 1
     return allocate_rows(np.asarray(capacity, dtype=np.float64), links, weights, nlinks,
-                         np.asarray(flow_class, dtype=np.int64), n)
+                         np.asarray(flow_class, dtype=np.int64),
+                         np.full(n, _INF) if caps is None else np.asarray(caps, dtype=float), n)
 
 
 @njit
-def allocate_rows(capacity, links, weights, nlinks, keys, n):
+def allocate_rows(capacity, links, weights, nlinks, keys, caps, n):
     """Rates of flows ``0..n-1`` (capacity units per second)."""
     rates = np.zeros(n)
     if n == 0:
@@ -79,13 +85,13 @@ def allocate_rows(capacity, links, weights, nlinks, keys, n):
             n_active += 1
             i += 1
         _fill_class(capacity, residual, demand, frozen, rates, active, n_active, links,
-                    weights, nlinks)
+                    weights, nlinks, caps)
     return rates
 
 
 @njit
 def _fill_class(capacity, residual, demand, frozen, rates, active, n_active, links, weights,
-                nlinks):
+                nlinks, caps):
     """Progressive filling of one class on ``residual`` capacity (updated in place)."""
     level = 0.0
     while n_active > 0:
@@ -101,6 +107,9 @@ def _fill_class(capacity, residual, demand, frozen, rates, active, n_active, lin
         best_link = -1
         for i in range(n_active):
             f = active[i]
+            if caps[f] - level < best:
+                best = max(caps[f] - level, 0.0)
+                best_link = -1
             for k in range(nlinks[f]):
                 link = links[f, k]
                 d = demand[link]
@@ -113,6 +122,9 @@ def _fill_class(capacity, residual, demand, frozen, rates, active, n_active, lin
         level += best
         for i in range(n_active):
             f = active[i]
+            if caps[f] < _INF and caps[f] - level <= _REL_TOL * caps[f]:
+                frozen[f] = True
+                continue
             for k in range(nlinks[f]):
                 link = links[f, k]
                 if link == best_link or (

@@ -95,6 +95,10 @@ class Engine:
         self.policy.on_layer_start(batch_id, layer, self.now_s)
         self._policy_dirty = True
 
+    def batch_compute_done(self, batch_id: int) -> None:
+        self.policy.on_batch_compute_done(batch_id, self.now_s)
+        self._policy_dirty = True
+
     def submit(self, info: FlowInfo, links: np.ndarray, weights: np.ndarray,
                on_done: Callable[[int], None]) -> None:
         """Start a flow now; ``on_done(flow_id)`` runs when its last byte arrives."""
@@ -143,6 +147,9 @@ class Engine:
                 active.first = prio
             active.last = prio
             self.network.set_priority(fid, prio)
+        for fid, cap in decision.rate_caps.items():
+            if fid in flows:
+                self.network.set_rate_cap(fid, cap)
         if decision.pruned is not None:
             self.pruned = decision.pruned
             self.ever_pruned |= decision.pruned

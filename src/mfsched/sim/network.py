@@ -31,7 +31,7 @@ _UNSET = -1
 _INF = float("inf")
 # rows of FluidNetwork._ints and ._floats
 _NLINKS, _KEY = 0, 1
-_SIZE, _REMAINING, _RATE = 0, 1, 2
+_SIZE, _REMAINING, _RATE, _CAP = 0, 1, 2, 3
 
 
 class FluidNetwork:
@@ -48,14 +48,14 @@ class FluidNetwork:
         self._links = np.zeros((64, 8), dtype=np.int64)
         self._weights = np.zeros((64, 8))
         self._ints = np.zeros((2, 64), dtype=np.int64)
-        self._floats = np.zeros((3, 64))
+        self._floats = np.zeros((4, 64))
 
     def _grow(self, slots: int, width: int) -> None:
         n = len(self._ids)
         links = np.zeros((slots, width), dtype=np.int64)
         weights = np.zeros((slots, width))
         ints = np.zeros((2, slots), dtype=np.int64)
-        floats = np.zeros((3, slots))
+        floats = np.zeros((4, slots))
         w = self._links.shape[1]
         links[:n, :w] = self._links[:n]
         weights[:n, :w] = self._weights[:n]
@@ -114,6 +114,14 @@ class FluidNetwork:
             self._ints[_KEY, i] = priority_key(priority.level, priority.rank)
             self.dirty = True
 
+    def set_rate_cap(self, flow_id: int, cap_bytes_per_s: float | None) -> None:
+        """Limit the flow's (largest member's) rate; None removes the limit."""
+        i = self._pos[flow_id]
+        cap = _INF if cap_bytes_per_s is None else cap_bytes_per_s
+        if self._floats[_CAP, i] != cap:
+            self._floats[_CAP, i] = cap
+            self.dirty = True
+
     def priority(self, flow_id: int) -> Priority | None:
         return self._prio[self._pos[flow_id]]
 
@@ -144,7 +152,8 @@ class FluidNetwork:
             missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
             raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
         self._floats[_RATE, :n] = allocate_rows(self.capacity, self._links, self._weights,
-                                                self._ints[_NLINKS], self._ints[_KEY], n)
+                                                self._ints[_NLINKS], self._ints[_KEY],
+                                                self._floats[_CAP], n)
         if self.check_invariants:
             self._check()
         return self.now_s + _time_to_next(self._floats, n)
@@ -217,6 +226,7 @@ def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes
     floats[_SIZE, i] = size_bytes
     floats[_REMAINING, i] = size_bytes
     floats[_RATE, i] = 0.0
+    floats[_CAP, i] = _INF
 
 
 @njit
@@ -226,5 +236,5 @@ def _move_row(links, weights, ints, floats, src, dst):
         weights[dst, j] = weights[src, j]
     for r in range(2):
         ints[r, dst] = ints[r, src]
-    for r in range(3):
+    for r in range(4):
         floats[r, dst] = floats[r, src]

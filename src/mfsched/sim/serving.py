@@ -111,18 +111,20 @@ def _prepare(topology: Topology, members: Sequence[Member], grouped: bool) -> li
 
 
 class _Req:
-    __slots__ = ("compute_done_s", "deadline_s", "evaluated", "first_batch_s", "index",
-                 "inflight_chunks", "next_token", "p2d_done_s", "p2d_left", "remaining_new",
-                 "req", "route", "slo_s", "unit")
+    __slots__ = ("compute_done_s", "deadline_s", "decode_s", "evaluated", "first_batch_s",
+                 "index", "inflight_chunks", "next_token", "p2d_deadline_s", "p2d_done_s",
+                 "p2d_left", "remaining_new", "req", "route", "slo_s", "unit")
 
     def __init__(self, req: Request, index: int, route: Route, unit: Unit, slo_s: float,
-                 evaluated: bool) -> None:
+                 evaluated: bool, decode_s: float) -> None:
         self.req = req
         self.index = index
         self.route = route
         self.unit = unit
         self.slo_s = slo_s
         self.deadline_s = req.arrival_s + slo_s
+        self.p2d_deadline_s = self.deadline_s - decode_s  # the first decode step comes after
+        self.decode_s = decode_s
         self.evaluated = evaluated
         self.next_token = route.local_tokens + route.remote_tokens
         self.remaining_new = route.new_tokens(req)
@@ -181,6 +183,11 @@ class _Batch:
         self.reuse: list = []
         self.collectives: list = []
         self.p2d: list = []
+
+
+def _add_ports(acc: dict[int, float], port_bytes) -> None:
+    for port, size in port_bytes:
+        acc[port] = acc.get(port, 0.0) + size
 
 
 class Serving:
@@ -254,7 +261,9 @@ class Serving:
         unit = self.units[route.unit]
         slo = self.slo_fn(req, route)
         evaluated = self.warmup <= index < self.warmup + self.n_eval
-        r = _Req(req, index, route, unit, slo, evaluated)
+        decode = self.c.compute.decode_step_s(self.model, self.c.deployment.parallelism.tp,
+                                              req.input_tokens)
+        r = _Req(req, index, route, unit, slo, evaluated, decode)
         bt = req.block_tokens
         if route.local_tokens:
             self.caches.touch(route.unit, req.block_hashes[: -(-route.local_tokens // bt)])
@@ -325,39 +334,26 @@ class Serving:
             r.p2d_left += len(transfers) * self.model.num_layers
 
     def _batch_info(self, b: _Batch) -> BatchInfo:
-        rids = b.rids
-        loads = self._port_loads(b) if self.needs_port_loads else {}
-        return BatchInfo(b.id, b.inst, rids, self.model.num_layers, self.engine.now_s,
-                         b.plan.layer_compute_s, loads,
-                         {link: float(self.c.topology.capacity_bps[link])
-                          for per in loads.values() for link in per})
-
-    def _port_loads(self, b: _Batch) -> dict[int, dict[int, float]]:
-        """Bytes each request of the batch moves per port over all layers (all stages)."""
-        n_layers = self.model.num_layers
-        loads: dict[int, dict[int, float]] = {r.req.request_id: {} for r in b.reqs}
-
-        def add(rid: int, port_bytes, scale: float) -> None:
-            per = loads[rid]
-            for link, size in port_bytes:
-                per[link] = per.get(link, 0.0) + size * scale
-
-        for r, transfers in b.reuse + b.p2d:
+        if not self.needs_port_loads:
+            return BatchInfo(b.id, b.inst, b.rids, self.model.num_layers, self.engine.now_s,
+                             b.plan.layer_compute_s)
+        p2d: dict[int, dict[int, float]] = {}
+        for r, transfers in b.p2d:
+            per = p2d.setdefault(r.req.request_id, {})
             for t in transfers:
-                add(r.req.request_id, t.port_bytes, n_layers)
-        unit_tokens = b.plan.unit_tokens
-        shares = [(c.unit_index, c.request_id, c.new_tokens / unit_tokens[c.unit_index])
-                  for c in b.chunks if unit_tokens[c.unit_index]]
-        topo = self.c.topology
-        for step in b.plan.steps:
-            if not isinstance(step, CollectiveStep):
-                continue
-            for (src, dst, size), owner in zip(step.members, step.unit_of_member, strict=True):
-                path = topo.path(src, dst)
-                for k, rid, share in shares:
-                    if k == owner:
-                        add(rid, ((link, size) for link in path), n_layers * share)
-        return loads
+                _add_ports(per, t.port_bytes)
+        early: dict[int, float] = {}
+        for _r, transfers in b.reuse:
+            for t in transfers:
+                _add_ports(early, t.port_bytes)
+        for transfers in b.collectives:
+            for t in transfers or ():
+                _add_ports(early, t.port_bytes)
+        ports = set(early) | {port for per in p2d.values() for port in per}
+        caps = self.c.topology.capacity_bps
+        return BatchInfo(b.id, b.inst, b.rids, self.model.num_layers, self.engine.now_s,
+                         b.plan.layer_compute_s, p2d, early,
+                         {port: float(caps[port]) for port in ports})
 
     # --- layers and steps ---------------------------------------------------------------------
 
@@ -435,7 +431,7 @@ class Serving:
             done = partial(self._p2d_done, b, r)
             for t in transfers:
                 self._submit(b, t, Stage.P2D, b.layer, n_layers, (r.req.request_id,),
-                             r.deadline_s, done)
+                             r.p2d_deadline_s, done)
 
     def _p2d_done(self, b: _Batch, r: _Req, _fid: int) -> None:
         b.flows_left -= 1
@@ -458,6 +454,7 @@ class Serving:
     def _batch_compute_done(self, b: _Batch) -> None:
         now = self.engine.now_s
         b.compute_done_s = now
+        self.engine.batch_compute_done(b.id)
         units = self.c.deployment.instances[b.inst]
         for chunk, r in zip(b.chunks, b.reqs, strict=True):
             unit = units[chunk.unit_index]
@@ -487,15 +484,14 @@ class Serving:
         if r.compute_done_s < 0 or r.p2d_left > 0 or r.remaining_new > 0:
             return
         now = self.engine.now_s
-        decode = self.c.compute.decode_step_s(self.model, self.c.deployment.parallelism.tp,
-                                              r.req.input_tokens)
-        first_token = max(now, r.p2d_done_s) + decode
+        first_token = max(now, r.p2d_done_s) + r.decode_s
         ttft = first_token - r.req.arrival_s
         rid = r.req.request_id
         self.request_records.append(RequestRecord(
             rid, r.req.arrival_s, r.req.input_tokens, r.route.new_tokens(r.req),
             r.route.local_tokens, r.route.remote_tokens, r.unit.instance_id, r.unit.unit_id,
-            r.route.remote_unit, r.slo_s, r.deadline_s, r.first_batch_s, r.compute_done_s,
+            r.route.remote_unit, r.slo_s, r.deadline_s, r.p2d_deadline_s, r.first_batch_s,
+            r.compute_done_s,
             r.p2d_done_s, first_token, ttft, ttft <= r.slo_s * (1 + 1e-12),
             rid in self.engine.ever_pruned, r.evaluated))
         self.engine.request_done(rid)

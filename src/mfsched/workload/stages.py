@@ -75,12 +75,10 @@ class ComputeStep:
 
 @dataclass(frozen=True, slots=True)
 class CollectiveStep:
-    """A blocking Stage-2 collective; ``unit_of_member`` names the unit whose tokens each member
-    carries (for attributing load to requests)."""
+    """A blocking Stage-2 collective."""
 
     name: str
     members: tuple[Member, ...]
-    unit_of_member: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +93,6 @@ class BatchPlan:
     steps: tuple[ComputeStep | CollectiveStep, ...]
     reuse: tuple[RequestTransfer, ...]
     p2d: tuple[RequestTransfer, ...]
-    unit_tokens: tuple[int, ...]
 
     @property
     def layer_compute_s(self) -> float:
@@ -136,7 +133,7 @@ class StagePlanner:
             steps.insert(steps.index(attn) + 1, self._tp_ring(units, tokens, "tp-allreduce-attn"))
             steps.append(self._tp_ring(units, tokens, "tp-allreduce-ffn"))
         reuse, p2d = self._kv_transfers(units, chunks)
-        return BatchPlan(instance_id, _tidy(steps), reuse, p2d, tuple(tokens))
+        return BatchPlan(instance_id, _tidy(steps), reuse, p2d)
 
     # --- compute steps -------------------------------------------------------------------
 
@@ -196,7 +193,6 @@ class StagePlanner:
     def _dispatch(self, units, tokens, reverse: bool) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
         members: list[Member] = []
-        owners: list[int] = []
         for a, ua in enumerate(units):
             per_lane = ep_dispatch_bytes(m, tokens[a], par.ep) / par.tp
             if per_lane <= 0:
@@ -207,14 +203,11 @@ class StagePlanner:
                 for t in range(par.tp):
                     src, dst = (ub.gpus[t], ua.gpus[t]) if reverse else (ua.gpus[t], ub.gpus[t])
                     members.append((src, dst, per_lane))
-                    owners.append(a)
-        return CollectiveStep("ep-combine" if reverse else "ep-dispatch", tuple(members),
-                              tuple(owners))
+        return CollectiveStep("ep-combine" if reverse else "ep-dispatch", tuple(members))
 
     def _sp_allgather(self, units, tokens) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
         members: list[Member] = []
-        owners: list[int] = []
         for k, u in enumerate(units):
             shard = tokens[k] / par.sp * kv_bytes_per_token_per_layer(m) / par.tp
             if shard <= 0:
@@ -225,13 +218,11 @@ class StagePlanner:
                         for t in range(par.tp):
                             members.append((u.gpus[s * par.tp + t], u.gpus[s2 * par.tp + t],
                                             shard))
-                            owners.append(k)
-        return CollectiveStep("sp-allgather", tuple(members), tuple(owners))
+        return CollectiveStep("sp-allgather", tuple(members))
 
     def _tp_ring(self, units, tokens, name: str) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
         members: list[Member] = []
-        owners: list[int] = []
         for k, u in enumerate(units):
             payload = tokens[k] / par.sp * m.hidden_size * m.dtype_bytes
             size = 2.0 * (par.tp - 1) / par.tp * payload
@@ -241,8 +232,7 @@ class StagePlanner:
                 ring = u.gpus[s * par.tp:(s + 1) * par.tp]
                 for i, g in enumerate(ring):
                     members.append((g, ring[(i + 1) % len(ring)], size))
-                    owners.append(k)
-        return CollectiveStep(name, tuple(members), tuple(owners))
+        return CollectiveStep(name, tuple(members))
 
     # --- Stage 1 and Stage 3 -----------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""The schedulers MFS is compared against (paper §6.3), plus PIAS.
+
+* ``sjf`` — strict priority to smaller flows (by size, every flow its own class).
+* ``edf`` — flows with an explicit deadline (Stage 3) first, earliest deadline first; flows
+  without one (Stages 1 and 2) share fairly below them.
+* ``karuna`` — deadline flows at the top level, each limited to the minimal rate that meets its
+  deadline (remaining bytes / remaining time, as Karuna's MCP paces them; recomputed at every
+  decision, and every ``refresh_s`` while a flow gets less than its pace); flows without
+  deadlines in K-1 size-threshold levels (Karuna's type-2 flows, known sizes, SJF-like). A
+  deadline flow whose deadline has passed joins the size levels.
+* ``pias`` — information-agnostic multi-level feedback queue: every flow starts at the top and
+  is demoted when the bytes it has sent cross geometric thresholds.
+
+Sizes are the flow's largest member (what a switch sees of one transfer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import SCHEDULERS, Policy, PolicyConfig
+from .types import Decision, FlowInfo, Priority, ProgressView
+
+__all__ = ["EDF", "PIAS", "SJF", "Karuna", "SizeThresholdConfig", "size_level"]
+
+_NOTHING = Decision()
+_NS = 1e-9
+
+
+def _size_rank(size_bytes: float) -> int:
+    """A sortable integer for a size (64-byte units), ties stay ties."""
+    return int(size_bytes) >> 6
+
+
+def size_level(size_bytes: float, thresholds: tuple[float, ...]) -> int:
+    """0-based index of the first threshold the size is below (len(thresholds) if none)."""
+    for i, t in enumerate(thresholds):
+        if size_bytes < t:
+            return i
+    return len(thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class SizeThresholdConfig(PolicyConfig):
+    """Geometric size thresholds: first_threshold_bytes x ratio^j, one per level boundary."""
+
+    first_threshold_bytes: float = 256 * 1024
+    ratio: float = 4.0
+    refresh_s: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.first_threshold_bytes <= 0 or self.ratio <= 1 or self.refresh_s <= 0:
+            raise ValueError("need first_threshold_bytes > 0, ratio > 1 and refresh_s > 0")
+
+    def thresholds(self, levels: int) -> tuple[float, ...]:
+        return tuple(self.first_threshold_bytes * self.ratio ** j for j in range(levels - 1))
+
+
+class _NewFlows(Policy):
+    """Shared shape of the static policies: a priority per new flow, nothing else."""
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self._new: dict[int, Priority] = {}
+
+    def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
+        self._new[flow.flow_id] = self.priority(flow)
+
+    def priority(self, flow: FlowInfo) -> Priority:
+        raise NotImplementedError
+
+    def decide(self, now_s: float, progress: ProgressView) -> Decision:
+        if not self._new:
+            return _NOTHING
+        new, self._new = self._new, {}
+        return Decision(priorities=new)
+
+
+@SCHEDULERS.register("sjf", help="Shortest Job First: strict priority to smaller flows")
+class SJF(_NewFlows):
+    name = "sjf"
+
+    def priority(self, flow: FlowInfo) -> Priority:
+        return Priority(0, _size_rank(flow.size_bytes))
+
+
+@SCHEDULERS.register("edf", help="Earliest Deadline First for flows with explicit deadlines "
+                                 "(P2D); the rest fair-shared below")
+class EDF(_NewFlows):
+    name = "edf"
+
+    def priority(self, flow: FlowInfo) -> Priority:
+        if flow.deadline_s is None:
+            return Priority(1, 0)
+        return Priority(0, max(0, int(flow.deadline_s * 1e6)))
+
+
+@SCHEDULERS.register("karuna", help="Karuna: minimal-rate deadline flows on top, the rest in "
+                                    "size-threshold levels")
+class Karuna(Policy):
+    name = "karuna"
+    config_cls = SizeThresholdConfig
+
+    def __init__(self, config: SizeThresholdConfig | None = None) -> None:
+        super().__init__(config)
+        self.thresholds = self.config.thresholds(self.config.num_levels - 1)
+        self.deadline_flows: dict[int, FlowInfo] = {}
+        self.caps: dict[int, float] = {}
+        self._sent: set[int] = set()  # deadline flows that already had a rate allocated
+        self._new: list[FlowInfo] = []
+
+    def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
+        self._new.append(flow)
+
+    def on_flow_complete(self, flow_id: int, now_s: float) -> None:
+        self.deadline_flows.pop(flow_id, None)
+        self.caps.pop(flow_id, None)
+        self._sent.discard(flow_id)
+
+    def _sized(self, flow: FlowInfo) -> Priority:
+        return Priority(1 + size_level(flow.size_bytes, self.thresholds))
+
+    def decide(self, now_s: float, progress: ProgressView) -> Decision:
+        prios: dict[int, Priority] = {}
+        caps: dict[int, float | None] = {}
+        for flow in self._new:
+            if flow.deadline_s is not None and flow.deadline_s > now_s:
+                self.deadline_flows[flow.flow_id] = flow
+                prios[flow.flow_id] = Priority(0)
+            else:
+                prios[flow.flow_id] = self._sized(flow)
+        self._new.clear()
+        behind = False
+        for fid, flow in list(self.deadline_flows.items()):
+            left = flow.deadline_s - now_s
+            if left <= 0:  # missed: no longer a deadline flow
+                del self.deadline_flows[fid]
+                prios[fid] = self._sized(flow)
+                caps[fid] = None
+                continue
+            cap = progress.remaining_bytes(fid) / left
+            old = self.caps.get(fid)
+            # a flow paced at its cap keeps the same cap; update only real changes
+            if old is None or abs(cap - old) > 1e-3 * old:
+                self.caps[fid] = caps[fid] = cap
+            if fid in self._sent and progress.rate_bytes_per_s(fid) < 0.999 * self.caps[fid]:
+                behind = True
+            self._sent.add(fid)
+        wake = now_s + self.config.refresh_s if behind else None
+        return Decision(priorities=prios, rate_caps=caps, wake_s=wake)
+
+
+@SCHEDULERS.register("pias", help="PIAS: MLFQ demoting flows as their sent bytes cross "
+                                  "thresholds (size-agnostic)")
+class PIAS(Policy):
+    name = "pias"
+    config_cls = SizeThresholdConfig
+
+    def __init__(self, config: SizeThresholdConfig | None = None) -> None:
+        super().__init__(config)
+        self.thresholds = self.config.thresholds(self.config.num_levels)
+        self.flows: dict[int, tuple[float, int]] = {}  # id -> (size, level)
+        self._new: list[int] = []
+
+    def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
+        self.flows[flow.flow_id] = (flow.size_bytes, 0)
+        self._new.append(flow.flow_id)
+
+    def on_flow_complete(self, flow_id: int, now_s: float) -> None:
+        self.flows.pop(flow_id, None)
+
+    def decide(self, now_s: float, progress: ProgressView) -> Decision:
+        prios = {fid: Priority(0) for fid in self._new}
+        self._new.clear()
+        wake = float("inf")
+        for fid, (size, level) in self.flows.items():
+            rate = progress.rate_bytes_per_s(fid)
+            # what the flow sends in the next nanosecond counts as sent already, so a
+            # wake-up at a predicted crossing always demotes (time must move forward)
+            sent = size - progress.remaining_bytes(fid) + rate * _NS + 1.0
+            new = max(level, size_level(sent, self.thresholds))
+            if new != level:
+                self.flows[fid] = (size, new)
+                prios[fid] = Priority(new)
+            if new < len(self.thresholds) and self.thresholds[new] < size and rate > 0:
+                wake = min(wake, now_s + max((self.thresholds[new] - sent) / rate, _NS))
+        return Decision(priorities=prios, wake_s=None if wake == float("inf") else wake)

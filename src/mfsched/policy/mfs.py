@@ -1,0 +1,361 @@
+"""MFS: the multi-stage flow scheduler (paper §4), every mechanism switchable for ablations.
+
+How a flow's priority is decided (levels as in :mod:`mfsched.policy.rmlq`):
+
+* **Stage 2** (collectives) enter the top early-stage level: their data is needed now (RLI 0).
+* **Stage 1** (KV reuse) enter at ``early(RLI)``, RLI = target layer - current layer of their
+  batch, and are promoted at each layer boundary of that batch as RLI shrinks (``rli``).
+* **Stage 3** (P2D) enter at the P2D band of their request's MLU and are promoted when the MLU
+  rises: at layer boundaries of their batch while it computes, then every ``p2d_refresh_s``
+  (``mlu``). MLU >= ``mlu_urgent`` takes the reserved top level. With ``mlu_per_request`` the
+  MLU counts all of the request's remaining P2D bytes (emitted and still to come), so all its
+  P2D flows share one level and layers never overtake each other.
+* Promotion only (``promotion``); nothing is ever demoted, except pruned requests' P2D.
+* Ties inside a level are broken by the RED rank of the flow's batch (``red_tiebreak``;
+  early-stage flows only, as in the paper). RED is recomputed on batch arrival and departure.
+* On the same events the feasibility check runs and may prune up to ``drop_budget`` requests
+  (``pruning``): their P2D flows go to the scavenger class K and still complete on spare
+  capacity. Stage-1 flows of a pruned request are not demoted, because its batch's layers wait
+  for them and the other requests of the batch would pay.
+
+rho (the load in the MLU's effective bandwidth B x (1 - rho)) is the utilisation of the P2D
+flow's ports by early-stage traffic, from the bytes of early-stage flows that completed in the
+last ``rho_window_s``, capped at ``rho_max``. B is the flow's bottleneck capacity.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .base import SCHEDULERS, Policy, PolicyConfig
+from .red import BatchLoad, feasibility_prune, robust_effective_deadline
+from .rmlq import LevelLayout, MonotoneLevels, minimal_link_utilization, mlu_band, mlu_thresholds
+from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
+
+__all__ = ["MFS", "MFSConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class MFSConfig(PolicyConfig):
+    early_levels: int = 4  # RLI 0, 1, 2, 3+
+    mlu_e: float = 4.0
+    mlu_u: float = 0.5
+    mlu_urgent: float = 1.0
+    mlu_per_request: bool = True
+    p2d_refresh_s: float = 1e-3
+    rho_window_s: float = 10e-3
+    rho_max: float = 0.9
+    rli: bool = True
+    mlu: bool = True
+    promotion: bool = True
+    red_tiebreak: bool = True
+    pruning: bool = True
+    drop_budget: int = 2
+
+    def __post_init__(self) -> None:
+        LevelLayout(self.num_levels, self.early_levels)
+        if not (self.mlu_e > 1 and self.mlu_u > 0 and self.mlu_urgent > 0):
+            raise ValueError("need mlu_e > 1, mlu_u > 0 and mlu_urgent > 0")
+        if not (self.p2d_refresh_s > 0 and self.rho_window_s > 0 and 0 <= self.rho_max < 1):
+            raise ValueError("need p2d_refresh_s > 0, rho_window_s > 0, 0 <= rho_max < 1")
+        if self.drop_budget < 0:
+            raise ValueError("drop_budget must be >= 0")
+
+
+class _Req:
+    __slots__ = ("deadline_s", "flows", "level", "pruned")
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.flows: set[int] = set()  # active P2D flows
+        self.level: int | None = None  # monotone P2D level of the request
+        self.pruned = False
+
+
+class _Batch:
+    __slots__ = (
+        "compute_done",
+        "flows",
+        "info",
+        "layer",
+        "p2d_layer_bw",
+        "p2d_layer_bytes",
+        "p2d_layers",
+        "rank",
+    )
+
+    def __init__(self, info: BatchInfo) -> None:
+        self.info = info
+        self.layer = 0
+        self.compute_done = False
+        self.rank = 0
+        self.flows: set[int] = set()
+        self.p2d_layers: dict[int, set[int]] = {}  # request -> layers whose P2D was emitted
+        self.p2d_layer_bytes: dict[int, float] = {}  # request -> P2D bytes of one layer
+        self.p2d_layer_bw: dict[int, float] = {}  # request -> summed lane bottlenecks, B/s
+
+
+@SCHEDULERS.register("mfs", help="MFS: RMLQ with RLI (early stages), MLU (P2D), RED order "
+                                 "and feasibility pruning")
+class MFS(Policy):
+    name = "mfs"
+    config_cls = MFSConfig
+    needs_port_loads = True
+
+    def __init__(self, config: MFSConfig | None = None) -> None:
+        super().__init__(config)
+        c: MFSConfig = self.config
+        self.layout = LevelLayout(c.num_levels, c.early_levels)
+        self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
+        self.requests: dict[int, _Req] = {}
+        self.batches: dict[int, _Batch] = {}
+        self.flows: dict[int, FlowInfo] = {}
+        self.prio: dict[int, Priority] = {}
+        self.levels = MonotoneLevels()
+        self.port_capacity: dict[int, float] = {}  # bytes/s
+        self._new: list[int] = []
+        self._boundaries: set[int] = set()
+        self._order_dirty = False
+        self._pruned_changed = False
+        self._next_refresh = float("inf")
+        self._early_bytes: dict[int, deque[tuple[float, float]]] = {}
+        self._early_sum: dict[int, float] = {}
+
+    # --- notifications ----------------------------------------------------------------------
+
+    def on_request(self, request: RequestInfo, now_s: float) -> None:
+        self.requests[request.request_id] = _Req(request.deadline_s)
+
+    def on_request_done(self, request_id: int, now_s: float) -> None:
+        self.requests.pop(request_id, None)
+
+    def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
+        self.batches[batch.batch_id] = _Batch(batch)
+        for port, bps in batch.port_capacity_bps.items():
+            self.port_capacity[port] = bps / 8
+        self._order_dirty = True
+
+    def on_batch_end(self, batch_id: int, now_s: float) -> None:
+        self.batches.pop(batch_id, None)
+        self._order_dirty = True
+
+    def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
+        self.batches[batch_id].layer = layer
+        self._boundaries.add(batch_id)
+
+    def on_batch_compute_done(self, batch_id: int, now_s: float) -> None:
+        self.batches[batch_id].compute_done = True
+
+    def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
+        self.flows[flow.flow_id] = flow
+        b = self.batches[flow.batch_id]
+        b.flows.add(flow.flow_id)
+        if flow.stage == Stage.P2D:
+            rid = flow.request_ids[0]
+            self.requests[rid].flows.add(flow.flow_id)
+            layers = b.p2d_layers.setdefault(rid, set())
+            if flow.layer not in layers:
+                layers.add(flow.layer)
+                b.p2d_layer_bytes[rid] = 0.0
+                b.p2d_layer_bw[rid] = 0.0
+            b.p2d_layer_bytes[rid] += flow.total_bytes
+            b.p2d_layer_bw[rid] += flow.members * flow.bottleneck_bps / 8
+        self._new.append(flow.flow_id)
+
+    def on_flow_complete(self, flow_id: int, now_s: float) -> None:
+        flow = self.flows.pop(flow_id)
+        self.prio.pop(flow_id, None)
+        self.levels.forget(flow_id)
+        b = self.batches.get(flow.batch_id)
+        if b is not None:
+            b.flows.discard(flow_id)
+        if flow.stage == Stage.P2D:
+            r = self.requests.get(flow.request_ids[0])
+            if r is not None:
+                r.flows.discard(flow_id)
+        else:
+            for port, size in flow.port_bytes:
+                self._early_bytes.setdefault(port, deque()).append((now_s, size))
+                self._early_sum[port] = self._early_sum.get(port, 0.0) + size
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def decide(self, now_s: float, progress: ProgressView) -> Decision:
+        c: MFSConfig = self.config
+        out: dict[int, Priority] = {}
+        if self._order_dirty:
+            self._order_dirty = False
+            self._reorder(out)
+            if c.pruning:
+                self._prune(now_s, progress, out)
+        for fid in self._new:
+            if fid in self.flows:
+                self._assign(fid, now_s, progress, out, initial=True)
+        self._new.clear()
+        if c.promotion:
+            for bid in self._boundaries:
+                b = self.batches.get(bid)
+                if b is not None:
+                    self._promote_batch(b, now_s, progress, out)
+            if now_s >= self._next_refresh:
+                self._next_refresh = float("inf")
+                self._refresh_finished(now_s, progress, out)
+        self._boundaries.clear()
+        wake = self._schedule_refresh(now_s)
+        pruned = None
+        if self._pruned_changed:
+            self._pruned_changed = False
+            pruned = frozenset(rid for rid, r in self.requests.items() if r.pruned)
+        return Decision(priorities=out, pruned=pruned, wake_s=wake)
+
+    def _emit(self, fid: int, prio: Priority, out: dict[int, Priority]) -> None:
+        if self.prio.get(fid) != prio:
+            self.prio[fid] = prio
+            out[fid] = prio
+
+    def _assign(self, fid, now_s, progress, out, initial=False) -> None:
+        flow = self.flows[fid]
+        b = self.batches[flow.batch_id]
+        c: MFSConfig = self.config
+        if flow.stage == Stage.P2D:
+            r = self.requests.get(flow.request_ids[0])
+            if r is not None and r.pruned:
+                self._emit(fid, Priority(self.layout.scavenger), out)
+                return
+            level = self._p2d_level(flow, b, now_s, progress)
+            rank = 0
+        else:
+            rli = flow.target_layer - b.layer if (c.rli and flow.stage == Stage.KV_REUSE) else 0
+            level = self.layout.early(rli)
+            rank = b.rank if c.red_tiebreak else 0
+        if initial or c.promotion:
+            level = self.levels.promote(fid, level)
+        self._emit(fid, Priority(level, rank), out)
+
+    def _p2d_level(self, flow: FlowInfo, b: _Batch, now_s, progress) -> int:
+        c: MFSConfig = self.config
+        if not c.mlu:
+            return self.layout.p2d(self.layout.p2d_bands - 1)
+        rid = flow.request_ids[0]
+        r = self.requests[rid]
+        mlu = self._mlu(rid, r, b, flow, now_s, progress) if c.mlu_per_request else \
+            minimal_link_utilization(progress.remaining_bytes(flow.flow_id),
+                                     r.deadline_s - now_s, flow.bottleneck_bps / 8,
+                                     self._rho(flow, now_s))
+        level = self.layout.p2d(mlu_band(mlu, c.mlu_urgent, self.thresholds))
+        if c.mlu_per_request:
+            r.level = level if r.level is None else min(r.level, level)
+            return r.level
+        return level
+
+    def _mlu(self, rid, r: _Req, b: _Batch, flow: FlowInfo, now_s, progress) -> float:
+        remaining = 0.0
+        for fid in r.flows:
+            f = self.flows[fid]
+            remaining += progress.remaining_bytes(fid) * f.total_bytes / f.size_bytes
+        if not b.compute_done:
+            emitted = len(b.p2d_layers.get(rid, ()))
+            remaining += (b.info.num_layers - emitted) * b.p2d_layer_bytes.get(rid, 0.0)
+        bw = b.p2d_layer_bw.get(rid) or flow.members * flow.bottleneck_bps / 8
+        return minimal_link_utilization(remaining, r.deadline_s - now_s, bw,
+                                        self._rho(flow, now_s))
+
+    def _rho(self, flow: FlowInfo, now_s: float) -> float:
+        window = self.config.rho_window_s
+        rho = 0.0
+        for port, _size in flow.port_bytes:
+            q = self._early_bytes.get(port)
+            if not q:
+                continue
+            while q and q[0][0] < now_s - window:
+                self._early_sum[port] -= q.popleft()[1]
+            cap = self.port_capacity.get(port)
+            if cap:
+                rho = max(rho, self._early_sum[port] / (cap * window))
+        return min(rho, self.config.rho_max)
+
+    def _promote_batch(self, b: _Batch, now_s, progress, out) -> None:
+        """A layer boundary: early flows move up as RLI shrinks; P2D MLUs are refreshed."""
+        for fid in list(b.flows):
+            if self.flows[fid].stage != Stage.COLLECTIVE:
+                self._assign(fid, now_s, progress, out)
+
+    def _refresh_finished(self, now_s, progress, out) -> None:
+        """Periodic MLU refresh of P2D flows whose batch finished computing."""
+        for b in self.batches.values():
+            if b.compute_done:
+                for fid in list(b.flows):
+                    if self.flows[fid].stage == Stage.P2D:
+                        self._assign(fid, now_s, progress, out)
+
+    def _schedule_refresh(self, now_s: float) -> float | None:
+        if not (self.config.promotion and self.config.mlu):
+            return None
+        if self._next_refresh == float("inf"):
+            waiting = any(b.compute_done and any(
+                self.flows[f].stage == Stage.P2D and self.prio.get(f, Priority(1)).level > 0
+                for f in b.flows) for b in self.batches.values())
+            if not waiting:
+                return None
+            self._next_refresh = now_s + self.config.p2d_refresh_s
+        return self._next_refresh
+
+    # --- inter-request order and overload control ---------------------------------------------
+
+    def _reorder(self, out) -> None:
+        def red(b: _Batch) -> float:
+            return robust_effective_deadline(
+                [self.requests[r].deadline_s for r in b.info.request_ids if r in self.requests]
+                or [float("inf")])
+
+        ordered = sorted(self.batches.values(), key=lambda b: (red(b), b.info.batch_id))
+        for rank, b in enumerate(ordered):
+            if b.rank != rank:
+                b.rank = rank
+                if self.config.red_tiebreak:
+                    for fid in b.flows:
+                        p = self.prio.get(fid)
+                        if p is not None and self.flows[fid].stage != Stage.P2D:
+                            self._emit(fid, Priority(p.level, rank), out)
+        self._ordered = ordered
+
+    def _prune(self, now_s, progress, out) -> None:
+        loads = []
+        for b in self._ordered:
+            info = b.info
+            remaining_layers = 0 if b.compute_done else info.num_layers - b.layer
+            fixed = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
+            prunable = {}
+            for rid in info.request_ids:
+                r = self.requests.get(rid)
+                if r is None or r.pruned or rid not in info.p2d_port_bytes:
+                    continue
+                prunable[rid] = self._p2d_load(b, rid, progress)
+            deadlines = [self.requests[r].deadline_s for r in info.request_ids
+                         if r in self.requests]
+            if deadlines:
+                loads.append(BatchLoad(info.batch_id, deadlines,
+                                       now_s + remaining_layers * info.layer_compute_s, fixed,
+                                       prunable))
+        victims = feasibility_prune(loads, self.port_capacity, self.config.drop_budget)
+        for rid in victims:
+            r = self.requests[rid]
+            r.pruned = True
+            self._pruned_changed = True
+            for fid in r.flows:
+                self._emit(fid, Priority(self.layout.scavenger), out)
+
+    def _p2d_load(self, b: _Batch, rid: int, progress) -> dict[int, float]:
+        load: dict[int, float] = {}
+        for fid in b.flows:
+            f = self.flows[fid]
+            if f.stage == Stage.P2D and f.request_ids[0] == rid:
+                frac = progress.remaining_bytes(fid) / f.size_bytes
+                for port, size in f.port_bytes:
+                    load[port] = load.get(port, 0.0) + size * frac
+        if not b.compute_done:
+            future = b.info.num_layers - len(b.p2d_layers.get(rid, ()))
+            for port, size in b.info.p2d_port_bytes[rid].items():
+                load[port] = load.get(port, 0.0) + size * future
+        return load
