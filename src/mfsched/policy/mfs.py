@@ -38,7 +38,7 @@ __all__ = ["MFS", "MFSConfig"]
 
 @dataclass(frozen=True, slots=True)
 class MFSConfig(PolicyConfig):
-    early_levels: int = 4  # RLI 0, 1, 2, 3+
+    early_levels: int = 0  # 0: half of the K-1 non-urgent levels, rounded up (K=8: RLI 0..3+)
     mlu_e: float = 4.0
     mlu_u: float = 0.5
     mlu_urgent: float = 1.0
@@ -54,13 +54,17 @@ class MFSConfig(PolicyConfig):
     drop_budget: int = 2
 
     def __post_init__(self) -> None:
-        LevelLayout(self.num_levels, self.early_levels)
+        self.layout()
         if not (self.mlu_e > 1 and self.mlu_u > 0 and self.mlu_urgent > 0):
             raise ValueError("need mlu_e > 1, mlu_u > 0 and mlu_urgent > 0")
         if not (self.p2d_refresh_s > 0 and self.rho_window_s > 0 and 0 <= self.rho_max < 1):
             raise ValueError("need p2d_refresh_s > 0, rho_window_s > 0, 0 <= rho_max < 1")
         if self.drop_budget < 0:
             raise ValueError("drop_budget must be >= 0")
+
+    def layout(self) -> LevelLayout:
+        early = self.early_levels or max(1, self.num_levels // 2)
+        return LevelLayout(self.num_levels, early)
 
 
 class _Req:
@@ -106,7 +110,7 @@ class MFS(Policy):
     def __init__(self, config: MFSConfig | None = None) -> None:
         super().__init__(config)
         c: MFSConfig = self.config
-        self.layout = LevelLayout(c.num_levels, c.early_levels)
+        self.layout = c.layout()
         self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
         self.requests: dict[int, _Req] = {}
         self.batches: dict[int, _Batch] = {}
@@ -325,7 +329,7 @@ class MFS(Policy):
         for b in self._ordered:
             info = b.info
             remaining_layers = 0 if b.compute_done else info.num_layers - b.layer
-            fixed = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
+            early = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
             prunable = {}
             for rid in info.request_ids:
                 r = self.requests.get(rid)
@@ -336,9 +340,9 @@ class MFS(Policy):
                          if r in self.requests]
             if deadlines:
                 loads.append(BatchLoad(info.batch_id, deadlines,
-                                       now_s + remaining_layers * info.layer_compute_s, fixed,
+                                       now_s + remaining_layers * info.layer_compute_s, early,
                                        prunable))
-        victims = feasibility_prune(loads, self.port_capacity, self.config.drop_budget)
+        victims = feasibility_prune(loads, self.port_capacity, now_s, self.config.drop_budget)
         for rid in victims:
             r = self.requests[rid]
             r.pruned = True

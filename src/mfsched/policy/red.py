@@ -46,51 +46,67 @@ def loose_deadline(deadlines: Sequence[float]) -> float:
 
 @dataclass
 class BatchLoad:
-    """One batch as the feasibility check sees it.
+    """One batch as the feasibility check sees it (loads in bytes still to move).
 
-    ``base_finish_s``: when it would finish without any network delay (now + remaining
-    compute); ``fixed``: port -> bytes it must still move that pruning cannot remove;
-    ``prunable``: request -> port -> bytes that pruning the request would remove.
+    ``compute_end_s``: when its remaining compute would end with no network delay;
+    ``early``: port -> Stage-1/2 bytes (they gate its compute; pruning cannot remove them);
+    ``prunable``: request -> port -> that request's Stage-3 bytes, which pruning removes.
     """
 
     batch_id: int
     deadlines: Sequence[float]
-    base_finish_s: float
-    fixed: dict[int, float] = field(default_factory=dict)
+    compute_end_s: float
+    early: dict[int, float] = field(default_factory=dict)
     prunable: dict[int, dict[int, float]] = field(default_factory=dict)
 
 
 def feasibility_prune(batches: Sequence[BatchLoad], capacity_bytes_per_s: Mapping[int, float],
-                      budget: int) -> list[int]:
-    """Algorithm 1: walk the batches in RED order with the per-port load S of the batches
-    ranked above; while a batch's worst-case finish (no overlap: base finish + the bottleneck
-    port's accumulated load / capacity) exceeds its loose deadline, prune the request with the
-    largest prunable load on that bottleneck port (from this batch or a higher-ranked one), up
-    to ``budget`` requests. Returns the pruned request ids in pruning order.
+                      now_s: float, budget: int) -> list[int]:
+    """Algorithm 1: walk the batches in RED order, accumulating the per-port load S of the
+    batches ranked above. A batch's worst-case finish is
 
-    Our reading: ports are compared by time (load / capacity) rather than raw bytes, and the
-    loop stops if no candidate has prunable load on the bottleneck (pruning cannot help).
+        max(compute end + max_u (S_early(u) + early(u)) / cap(u),
+            now + max_v (S(v) + load(v)) / cap(v))
+
+    over the ports u its early-stage bytes cross and the ports v its P2D bytes cross: its
+    compute waits for the early-stage bytes ranked at or above it, and its P2D for all bytes
+    ranked at or above it, with no overlap between batches. While that exceeds
+    the batch's loose deadline D^Lo_min, prune the request with the largest P2D load on the
+    bottleneck port (from this batch or a higher-ranked one), up to ``budget`` requests.
+    Returns the pruned request ids in pruning order.
+
+    Our reading (docs/design.md): the paper's estimate adds compute and communication; we
+    split it as above because MFS serves early stages before P2D, so higher-ranked P2D bytes
+    never delay a batch's compute. Ports are compared by time (load / capacity), and the loop
+    stops when pruning cannot help (the early-stage part alone is late, or no candidate has
+    P2D load on the bottleneck).
     """
-    above: dict[int, float] = {}
+    above_early: dict[int, float] = {}
+    above_all: dict[int, float] = {}
     pruned: list[int] = []
     pool: dict[int, dict[int, float]] = {}
     for b in batches:
-        load = dict(b.fixed)
+        early = dict(b.early)
+        load = dict(b.early)
         for r, per_port in b.prunable.items():
             pool[r] = per_port
             _add(load, per_port, 1.0)
         own = set(b.prunable)
+        p2d_ports = {port for per_port in b.prunable.values() for port in per_port}
         target = loose_deadline(b.deadlines)
-        while len(pruned) < budget and pool:
-            port, finish = _bottleneck(above, load, capacity_bytes_per_s, b.base_finish_s)
-            if finish <= target or port is None:
+        _, t_early = _bottleneck(above_early, early, capacity_bytes_per_s, early)
+        early_finish = b.compute_end_s + t_early
+        while len(pruned) < budget and pool and early_finish <= target:
+            port, t_all = _bottleneck(above_all, load, capacity_bytes_per_s, p2d_ports)
+            if port is None or now_s + t_all <= target:
                 break
             victim = max(pool, key=lambda r: (pool[r].get(port, 0.0), -r))
             if pool[victim].get(port, 0.0) <= 0.0:
                 break
             pruned.append(victim)
-            _add(load if victim in own else above, pool.pop(victim), -1.0)
-        _add(above, load, 1.0)
+            _add(load if victim in own else above_all, pool.pop(victim), -1.0)
+        _add(above_early, early, 1.0)
+        _add(above_all, load, 1.0)
     return pruned
 
 
@@ -99,10 +115,11 @@ def _add(acc: dict[int, float], loads: Mapping[int, float], sign: float) -> None
         acc[port] = acc.get(port, 0.0) + sign * size
 
 
-def _bottleneck(above, load, capacity, base_finish_s) -> tuple[int | None, float]:
+def _bottleneck(above, load, capacity, ports) -> tuple[int | None, float]:
+    """Among ``ports``, the one whose accumulated load takes longest, and that time."""
     best_port, best_t = None, 0.0
-    for port in set(above) | set(load):
+    for port in ports:
         t = (above.get(port, 0.0) + load.get(port, 0.0)) / capacity[port]
         if best_port is None or t > best_t:
             best_port, best_t = port, t
-    return best_port, base_finish_s + best_t
+    return best_port, best_t
