@@ -3,6 +3,7 @@
 import pytest
 
 from mfsched.policy import Stage, make_policy
+
 from toy import MB, MS, Toy
 
 

@@ -7,6 +7,7 @@ link of 1 GB/s (1 MB per ms), so "size 2" takes 2 ms alone.
 import pytest
 
 from mfsched.policy import Stage, make_policy
+
 from toy import MB, MS, Toy
 
 
