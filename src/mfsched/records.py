@@ -2,12 +2,13 @@
 
 Engines append these rows; :mod:`mfsched.metrics` computes summaries from them; the CLI
 writes them as Parquet with ``--out``. Keep field names stable: later checks and plots rely on
-them.
+them. Rows are NamedTuples (immutable, typed, and cheap to build in the simulator's loop).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -21,8 +22,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
+class RequestRecord(NamedTuple):
     request_id: int
     arrival_s: float
     input_tokens: int
@@ -45,8 +45,7 @@ class RequestRecord:
     evaluated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CollectiveRecord:
+class CollectiveRecord(NamedTuple):
     """One Stage-2 collective of one layer of one batch; CCT = end_s - start_s."""
 
     batch_id: int
@@ -57,8 +56,7 @@ class CollectiveRecord:
     end_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
+class BatchRecord(NamedTuple):
     batch_id: int
     instance: int
     requests: int
@@ -83,7 +81,7 @@ class RunRecords:
 
 def to_table(rows: list, cls=None, columns: tuple[str, ...] | None = None) -> pa.Table:
     """Rows (dataclass instances or tuples with ``columns``) -> an Arrow table."""
-    names = columns if columns is not None else tuple(f.name for f in fields(cls))
+    names = columns if columns is not None else cls._fields
     if not rows:
         return pa.table({n: pa.array([]) for n in names})
     if columns is None:

@@ -4,10 +4,9 @@
 * ``edf`` — flows with an explicit deadline (Stage 3) first, earliest deadline first; flows
   without one (Stages 1 and 2) share fairly below them.
 * ``karuna`` — deadline flows at the top level, each limited to the minimal rate that meets its
-  deadline (remaining bytes / remaining time, as Karuna's MCP paces them; recomputed at every
-  decision, and every ``refresh_s`` while a flow gets less than its pace); flows without
-  deadlines in K-1 size-threshold levels (Karuna's type-2 flows, known sizes, SJF-like). A
-  deadline flow whose deadline has passed joins the size levels.
+  deadline (remaining bytes / remaining time, as Karuna's MCP paces them, re-paced every
+  ``refresh_s``); flows without deadlines in K-1 size-threshold levels (Karuna's type-2 flows,
+  known sizes, SJF-like). A deadline flow whose deadline has passed joins the size levels.
 * ``pias`` — information-agnostic multi-level feedback queue: every flow starts at the top and
   is demoted when the bytes it has sent cross geometric thresholds.
 
@@ -46,7 +45,7 @@ class SizeThresholdConfig(PolicyConfig):
 
     first_threshold_bytes: float = 256 * 1024
     ratio: float = 4.0
-    refresh_s: float = 1e-3
+    refresh_s: float = 5e-3  # Karuna's re-pacing period
 
     def __post_init__(self) -> None:
         if self.first_threshold_bytes <= 0 or self.ratio <= 1 or self.refresh_s <= 0:
@@ -106,7 +105,7 @@ class Karuna(Policy):
         self.thresholds = self.config.thresholds(self.config.num_levels - 1)
         self.deadline_flows: dict[int, FlowInfo] = {}
         self.caps: dict[int, float] = {}
-        self._sent: set[int] = set()  # deadline flows that already had a rate allocated
+        self._next_refresh = float("inf")
         self._new: list[FlowInfo] = []
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
@@ -115,7 +114,6 @@ class Karuna(Policy):
     def on_flow_complete(self, flow_id: int, now_s: float) -> None:
         self.deadline_flows.pop(flow_id, None)
         self.caps.pop(flow_id, None)
-        self._sent.discard(flow_id)
 
     def _sized(self, flow: FlowInfo) -> Priority:
         return Priority(1 + size_level(flow.size_bytes, self.thresholds))
@@ -124,30 +122,35 @@ class Karuna(Policy):
         prios: dict[int, Priority] = {}
         caps: dict[int, float | None] = {}
         for flow in self._new:
-            if flow.deadline_s is not None and flow.deadline_s > now_s:
+            left = (flow.deadline_s or 0.0) - now_s
+            if flow.deadline_s is not None and left > 0:
                 self.deadline_flows[flow.flow_id] = flow
                 prios[flow.flow_id] = Priority(0)
+                self.caps[flow.flow_id] = caps[flow.flow_id] = flow.size_bytes / left
             else:
                 prios[flow.flow_id] = self._sized(flow)
         self._new.clear()
-        behind = False
+        if now_s >= self._next_refresh:
+            self._repace(now_s, progress, prios, caps)
+        if self.deadline_flows and self._next_refresh <= now_s:
+            self._next_refresh = now_s + self.config.refresh_s
+        wake = self._next_refresh if self.deadline_flows else None
+        return Decision(priorities=prios, rate_caps=caps, wake_s=wake)
+
+    def _repace(self, now_s, progress, prios, caps) -> None:
+        """Every refresh_s: each deadline flow's pace becomes remaining / time left; flows past
+        their deadline join the size levels."""
         for fid, flow in list(self.deadline_flows.items()):
             left = flow.deadline_s - now_s
-            if left <= 0:  # missed: no longer a deadline flow
+            if left <= 0:
                 del self.deadline_flows[fid]
+                del self.caps[fid]
                 prios[fid] = self._sized(flow)
                 caps[fid] = None
                 continue
             cap = progress.remaining_bytes(fid) / left
-            old = self.caps.get(fid)
-            # a flow paced at its cap keeps the same cap; update only real changes
-            if old is None or abs(cap - old) > 1e-3 * old:
+            if abs(cap - self.caps[fid]) > 1e-3 * self.caps[fid]:
                 self.caps[fid] = caps[fid] = cap
-            if fid in self._sent and progress.rate_bytes_per_s(fid) < 0.999 * self.caps[fid]:
-                behind = True
-            self._sent.add(fid)
-        wake = now_s + self.config.refresh_s if behind else None
-        return Decision(priorities=prios, rate_caps=caps, wake_s=wake)
 
 
 @SCHEDULERS.register("pias", help="PIAS: MLFQ demoting flows as their sent bytes cross "

@@ -25,7 +25,6 @@ last ``rho_window_s``, capped at ``rho_max``. B is the flow's bottleneck capacit
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
@@ -123,8 +122,9 @@ class MFS(Policy):
         self._order_dirty = False
         self._pruned_changed = False
         self._next_refresh = float("inf")
-        self._early_bytes: dict[int, deque[tuple[float, float]]] = {}
-        self._early_sum: dict[int, float] = {}
+        # port -> [window index, early-stage bytes in it, bytes in the window before]
+        self._early: dict[int, list] = {}
+        self._finished: set[int] = set()  # batches done computing with P2D flows in flight
 
     # --- notifications ----------------------------------------------------------------------
 
@@ -142,6 +142,7 @@ class MFS(Policy):
 
     def on_batch_end(self, batch_id: int, now_s: float) -> None:
         self.batches.pop(batch_id, None)
+        self._finished.discard(batch_id)
         self._order_dirty = True
 
     def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
@@ -150,6 +151,7 @@ class MFS(Policy):
 
     def on_batch_compute_done(self, batch_id: int, now_s: float) -> None:
         self.batches[batch_id].compute_done = True
+        self._finished.add(batch_id)
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
         self.flows[flow.flow_id] = flow
@@ -179,9 +181,13 @@ class MFS(Policy):
             if r is not None:
                 r.flows.discard(flow_id)
         else:
+            bucket = int(now_s / self.config.rho_window_s)
             for port, size in flow.port_bytes:
-                self._early_bytes.setdefault(port, deque()).append((now_s, size))
-                self._early_sum[port] = self._early_sum.get(port, 0.0) + size
+                w = self._early.get(port)
+                if w is None or w[0] != bucket:
+                    prev = 0.0 if w is None or w[0] != bucket - 1 else w[1]
+                    w = self._early[port] = [bucket, 0.0, prev]
+                w[1] += size
 
     # --- decisions ---------------------------------------------------------------------------
 
@@ -266,17 +272,21 @@ class MFS(Policy):
                                         self._rho(flow, now_s))
 
     def _rho(self, flow: FlowInfo, now_s: float) -> float:
+        """Early-stage utilisation of the flow's most loaded port over the last window: bytes of
+        early-stage flows completed there, from two fixed windows (the current one and the
+        share of the previous one that still falls in the sliding window)."""
         window = self.config.rho_window_s
+        pos = now_s / window
+        bucket = int(pos)
         rho = 0.0
         for port, _size in flow.port_bytes:
-            q = self._early_bytes.get(port)
-            if not q:
-                continue
-            while q and q[0][0] < now_s - window:
-                self._early_sum[port] -= q.popleft()[1]
+            w = self._early.get(port)
             cap = self.port_capacity.get(port)
-            if cap:
-                rho = max(rho, self._early_sum[port] / (cap * window))
+            if w is None or not cap or w[0] < bucket - 1:
+                continue
+            recent = w[1] + w[2] * (1.0 - (pos - bucket)) if w[0] == bucket else \
+                w[1] * (1.0 - (pos - bucket))
+            rho = max(rho, recent / (cap * window))
         return min(rho, self.config.rho_max)
 
     def _promote_batch(self, b: _Batch, now_s, progress, out) -> None:
@@ -287,21 +297,21 @@ class MFS(Policy):
 
     def _refresh_finished(self, now_s, progress, out) -> None:
         """Periodic MLU refresh of P2D flows whose batch finished computing."""
-        for b in self.batches.values():
-            if b.compute_done:
-                for fid in list(b.flows):
-                    if self.flows[fid].stage == Stage.P2D:
-                        self._assign(fid, now_s, progress, out)
+        for bid in self._finished:
+            b = self.batches[bid]
+            for fid in list(b.flows):
+                if self.flows[fid].stage == Stage.P2D:
+                    self._assign(fid, now_s, progress, out)
 
     def _schedule_refresh(self, now_s: float) -> float | None:
-        if not (self.config.promotion and self.config.mlu):
+        """Tick every p2d_refresh_s while some finished batch still has P2D flows in flight."""
+        self._finished = {bid for bid in self._finished
+                          if any(self.flows[f].stage == Stage.P2D
+                                 for f in self.batches[bid].flows)}
+        if not (self.config.promotion and self.config.mlu) or not self._finished:
+            self._next_refresh = float("inf")
             return None
         if self._next_refresh == float("inf"):
-            waiting = any(b.compute_done and any(
-                self.flows[f].stage == Stage.P2D and self.prio.get(f, Priority(1)).level > 0
-                for f in b.flows) for b in self.batches.values())
-            if not waiting:
-                return None
             self._next_refresh = now_s + self.config.p2d_refresh_s
         return self._next_refresh
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 __all__ = [
@@ -105,16 +106,18 @@ class BatchInfo:
     port_capacity_bps: Mapping[int, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+_EMPTY: Mapping = MappingProxyType({})
+
+
+class Decision(NamedTuple):
     """What a policy answers. ``priorities`` holds only flows whose priority changed (or that
     are new) since the previous decision; ``rate_caps`` likewise holds changed per-member rate
     limits in bytes/s (``None`` lifts a limit; most policies never set one); ``pruned`` is the
     full pruned request set, or None if unchanged; ``wake_s`` asks the driver to call
-    :meth:`Policy.decide` again at that time."""
+    :meth:`Policy.decide` again at that time. (A NamedTuple: one is built per decision.)"""
 
-    priorities: Mapping[int, Priority] = field(default_factory=dict)
-    rate_caps: Mapping[int, float | None] = field(default_factory=dict)
+    priorities: Mapping[int, Priority] = _EMPTY
+    rate_caps: Mapping[int, float | None] = _EMPTY
     pruned: frozenset[int] | None = None
     wake_s: float | None = None
 

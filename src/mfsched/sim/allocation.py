@@ -60,91 +60,146 @@ def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarra
         links[f, fill[f]] = link
         weights[f, fill[f]] = w
         fill[f] += 1
-    return allocate_rows(np.asarray(capacity, dtype=np.float64), links, weights, nlinks,
-                         np.asarray(flow_class, dtype=np.int64),
-                         np.full(n, _INF) if caps is None else np.asarray(caps, dtype=float), n)
-
-
-@njit
-def allocate_rows(capacity, links, weights, nlinks, keys, caps, n):
-    """Rates of flows ``0..n-1`` (capacity units per second)."""
     rates = np.zeros(n)
-    if n == 0:
-        return rates
-    residual = capacity.copy()
-    demand = np.zeros(len(capacity))
-    frozen = np.zeros(n, dtype=np.bool_)
-    order = np.argsort(keys[:n], kind="mergesort")
-    active = np.empty(n, dtype=np.int64)
-    i = 0
-    while i < n:
-        key = keys[order[i]]
-        n_active = 0
-        while i < n and keys[order[i]] == key:
-            active[n_active] = order[i]
-            n_active += 1
-            i += 1
-        _fill_class(capacity, residual, demand, frozen, rates, active, n_active, links,
-                    weights, nlinks, caps)
+    allocate_rows(np.asarray(capacity, dtype=np.float64), links, weights, nlinks,
+                  np.asarray(flow_class, dtype=np.int64),
+                  np.full(n, _INF) if caps is None else np.asarray(caps, dtype=float), n, rates)
     return rates
 
 
 @njit
-def _fill_class(capacity, residual, demand, frozen, rates, active, n_active, links, weights,
-                nlinks, caps):
-    """Progressive filling of one class on ``residual`` capacity (updated in place)."""
+def allocate_rows(capacity, links, weights, nlinks, keys, caps, n, rates):
+    """Write the rates of flows ``0..n-1`` (capacity units per second) into ``rates``.
+
+    (Writing into the caller's array rather than returning one keeps the call cheap.)
+    """
+    for f in range(n):
+        rates[f] = 0.0
+    if n == 0:
+        return
+    residual = capacity.copy()
+    local_of = np.full(len(capacity), -1, dtype=np.int64)
+    frozen = np.zeros(n, dtype=np.bool_)
+    order = np.argsort(keys[:n], kind="mergesort")
+    i = 0
+    while i < n:
+        key = keys[order[i]]
+        j = i
+        while j < n and keys[order[j]] == key:
+            j += 1
+        _fill_class(capacity, residual, local_of, frozen, rates, order[i:j], links, weights,
+                    nlinks, caps)
+        i = j
+
+
+@njit
+def _fill_class(capacity, residual, local_of, frozen, rates, members, links, weights, nlinks,
+                caps):
+    """Progressive filling of one class on ``residual`` capacity (updated in place).
+
+    Per-link demand (sum of the weights of unfrozen flows) is kept incrementally and a
+    link -> flows index finds the flows to freeze, so one filling step costs O(links of the
+    class + entries of the flows it freezes).
+    """
+    n_members = len(members)
+    # local link numbering and demand
+    n_local = 0
+    count = 0
+    for f in members:
+        count += nlinks[f]
+    glob = np.empty(count, dtype=np.int64)
+    demand = np.zeros(count)
+    fan = np.zeros(count + 1, dtype=np.int64)
+    for f in members:
+        for k in range(nlinks[f]):
+            g = links[f, k]
+            loc = local_of[g]
+            if loc < 0:
+                loc = n_local
+                local_of[g] = loc
+                glob[loc] = g
+                n_local += 1
+            demand[loc] += weights[f, k]
+            fan[loc + 1] += 1
+    for loc in range(n_local):
+        fan[loc + 1] += fan[loc]
+    flows_of = np.empty(fan[n_local], dtype=np.int64)
+    fill = fan[:n_local].copy()
+    for f in members:
+        for k in range(nlinks[f]):
+            loc = local_of[links[f, k]]
+            flows_of[fill[loc]] = f
+            fill[loc] += 1
+    # flows with a rate cap, by cap
+    n_capped = 0
+    for f in members:
+        if caps[f] < _INF:
+            n_capped += 1
+    capped = np.empty(n_capped, dtype=np.int64)
+    c = 0
+    for f in members:
+        if caps[f] < _INF:
+            capped[c] = f
+            c += 1
+    capped = capped[np.argsort(caps[capped], kind="mergesort")]
+    cap_ptr = 0
+    left = n_members
     level = 0.0
-    while n_active > 0:
-        for i in range(n_active):
-            f = active[i]
-            for k in range(nlinks[f]):
-                demand[links[f, k]] = 0.0
-        for i in range(n_active):
-            f = active[i]
-            for k in range(nlinks[f]):
-                demand[links[f, k]] += weights[f, k]
+    while left > 0:
         best = _INF
-        best_link = -1
-        for i in range(n_active):
-            f = active[i]
-            if caps[f] - level < best:
-                best = max(caps[f] - level, 0.0)
-                best_link = -1
-            for k in range(nlinks[f]):
-                link = links[f, k]
-                d = demand[link]
-                headroom = residual[link] - level * d
+        best_loc = -1
+        for loc in range(n_local):
+            d = demand[loc]
+            if d > 1e-12:
+                headroom = residual[glob[loc]] - level * d
                 if headroom < 0.0:
                     headroom = 0.0
                 if headroom < best * d:
                     best = headroom / d
-                    best_link = link
+                    best_loc = loc
+        while cap_ptr < n_capped and frozen[capped[cap_ptr]]:
+            cap_ptr += 1
+        best_cap = -1
+        if cap_ptr < n_capped and caps[capped[cap_ptr]] - level < best:
+            best = max(caps[capped[cap_ptr]] - level, 0.0)
+            best_cap = capped[cap_ptr]
+            best_loc = -1
         level += best
-        for i in range(n_active):
-            f = active[i]
-            if caps[f] < _INF and caps[f] - level <= _REL_TOL * caps[f]:
-                frozen[f] = True
-                continue
-            for k in range(nlinks[f]):
-                link = links[f, k]
-                if link == best_link or (
-                        residual[link] - level * demand[link] <= _REL_TOL * capacity[link]):
-                    frozen[f] = True
+        if best_cap >= 0:
+            left -= _freeze(best_cap, level, frozen, rates, residual, demand, local_of,
+                            links, weights, nlinks)
+        while cap_ptr < n_capped:
+            f = capped[cap_ptr]
+            if not frozen[f]:
+                if caps[f] - level > _REL_TOL * caps[f]:
                     break
-        kept = 0
-        for i in range(n_active):
-            f = active[i]
-            if frozen[f]:
-                rates[f] = level
-                for k in range(nlinks[f]):
-                    link = links[f, k]
-                    residual[link] -= level * weights[f, k]
-                    if residual[link] < 0.0:
-                        residual[link] = 0.0
-            else:
-                active[kept] = f
-                kept += 1
-        n_active = kept
+                left -= _freeze(f, level, frozen, rates, residual, demand, local_of, links,
+                                weights, nlinks)
+            cap_ptr += 1
+        for loc in range(n_local):
+            if demand[loc] > 1e-12 and (loc == best_loc or residual[glob[loc]]
+                                        - level * demand[loc] <= _REL_TOL * capacity[glob[loc]]):
+                for e in range(fan[loc], fan[loc + 1]):
+                    f = flows_of[e]
+                    if not frozen[f]:
+                        left -= _freeze(f, level, frozen, rates, residual, demand, local_of,
+                                        links, weights, nlinks)
+    for loc in range(n_local):
+        local_of[glob[loc]] = -1
+
+
+@njit
+def _freeze(f, level, frozen, rates, residual, demand, local_of, links, weights, nlinks):
+    frozen[f] = True
+    rates[f] = level
+    for k in range(nlinks[f]):
+        g = links[f, k]
+        w = weights[f, k]
+        demand[local_of[g]] -= w
+        residual[g] -= level * w
+        if residual[g] < 0.0:
+            residual[g] = 0.0
+    return 1
 
 
 def link_loads(n_links: int, entry_flow: np.ndarray, entry_link: np.ndarray,

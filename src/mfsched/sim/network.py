@@ -49,6 +49,7 @@ class FluidNetwork:
         self._weights = np.zeros((64, 8))
         self._ints = np.zeros((2, 64), dtype=np.int64)
         self._floats = np.zeros((4, 64))
+        self._done_buf = np.empty(64, dtype=np.int64)
 
     def _grow(self, slots: int, width: int) -> None:
         n = len(self._ids)
@@ -151,9 +152,8 @@ class FluidNetwork:
         if self._unset:
             missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
             raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
-        self._floats[_RATE, :n] = allocate_rows(self.capacity, self._links, self._weights,
-                                                self._ints[_NLINKS], self._ints[_KEY],
-                                                self._floats[_CAP], n)
+        allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
+                      self._ints[_KEY], self._floats[_CAP], n, self._floats[_RATE])
         if self.check_invariants:
             self._check()
         return self.now_s + _time_to_next(self._floats, n)
@@ -176,11 +176,14 @@ class FluidNetwork:
 
     def pop_completed(self) -> list[int]:
         """Remove and return the flows that are done at the current time."""
-        done = _done_slots(self._floats, len(self._ids), _TIME_EPS_S, _BYTE_EPS).tolist()
-        if not done:
+        buf = self._done_buf
+        if len(buf) < len(self._ids):
+            buf = self._done_buf = np.empty(2 * len(self._ids), dtype=np.int64)
+        k, delivered = _done_slots(self._floats, len(self._ids), _TIME_EPS_S, _BYTE_EPS, buf)
+        if not k:
             return []
-        ids = [self._ids[i] for i in done]
-        self.delivered_bytes += float(self._floats[_SIZE, done].sum())
+        ids = [self._ids[i] for i in buf[:k].tolist()]
+        self.delivered_bytes += delivered
         for fid in ids:
             self._remove_at(self._pos[fid])
         return ids
@@ -205,14 +208,16 @@ def _time_to_next(floats, n):
 
 
 @njit
-def _done_slots(floats, n, time_eps, byte_eps):
-    out = np.empty(n, dtype=np.int64)
+def _done_slots(floats, n, time_eps, byte_eps, out):
+    """Slots of flows done now (into ``out``): their count and their summed sizes."""
     k = 0
+    delivered = 0.0
     for i in range(n):
         if floats[_REMAINING, i] <= floats[_RATE, i] * time_eps + byte_eps:
             out[k] = i
             k += 1
-    return out[:k]
+            delivered += floats[_SIZE, i]
+    return k, delivered
 
 
 @njit
