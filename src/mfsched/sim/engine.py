@@ -36,6 +36,8 @@ class EventKind(IntEnum):
     ARRIVAL = 2  # a request arrives
     WAKE = 3  # the policy asked to be called again
 
+_FLOWS, _WAKE = int(EventKind.FLOWS), int(EventKind.WAKE)
+
 # (flow_id, stage, batch_id, layer, members, size_bytes, total_bytes, submit_s, finish_s,
 #  first_level, last_level)
 FlowRecordRow = tuple[int, int, int, int, int, float, float, float, float, int, int]
@@ -110,30 +112,36 @@ class Engine:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def run(self, dispatch: Callable[[EventKind, Any], None],
+    def run(self, dispatch: Callable[[int, Any], None],
             should_stop: Callable[[], bool]) -> None:
+        """Process events until the heap is empty or ``should_stop()``; COMPUTE and ARRIVAL
+        events go to ``dispatch(kind, payload)``."""
         heap = self._heap
+        network = self.network
         while True:
-            if (self._policy_dirty or self.network.dirty) and (not heap or heap[0][0] > self.now_s):
+            if (self._policy_dirty or network.dirty) and (not heap or heap[0][0] > self.now_s):
                 self._decide()
             if not heap or should_stop():
                 return
             t, kind, _, payload = heapq.heappop(heap)
-            if kind == EventKind.FLOWS and payload != self._net_version:
+            if kind == _FLOWS:
+                if payload != self._net_version:
+                    continue
+                self.now_s = t
+                self.events += 1
+                self._complete_flows(network.advance_and_pop(t))
                 continue
-            if kind == EventKind.WAKE and payload != self._wake_version:
+            if kind == _WAKE and payload != self._wake_version:
                 continue
             if t > self.now_s:
-                self.network.advance(t)
+                network.advance(t)
                 self.now_s = t
             self.events += 1
-            if kind == EventKind.FLOWS:
-                self._complete_flows()
-            elif kind == EventKind.WAKE:
+            if kind == _WAKE:
                 self._wake_s = _INF
                 self._policy_dirty = True
             else:
-                dispatch(EventKind(kind), payload)
+                dispatch(kind, payload)
 
     def _decide(self) -> None:
         decision = self.policy.decide(self.now_s, self.network)
@@ -169,8 +177,7 @@ class Engine:
         if target < _INF:
             self.schedule(target, EventKind.WAKE, self._wake_version)
 
-    def _complete_flows(self) -> None:
-        done = self.network.pop_completed()
+    def _complete_flows(self, done: list[int]) -> None:
         if not done:
             self.network.dirty = True  # rounding: reallocate and reschedule
             return

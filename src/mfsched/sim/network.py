@@ -143,6 +143,14 @@ class FluidNetwork:
             _advance(self._floats, len(self._ids), dt)
         self.now_s = t
 
+    def advance_and_pop(self, t: float) -> list[int]:
+        """:meth:`advance` to ``t``, then :meth:`pop_completed` (one compiled call)."""
+        dt = t - self.now_s
+        if dt < 0:
+            raise ValueError("time runs forward only")
+        self.now_s = t
+        return self._pop(dt)
+
     def reallocate(self) -> float:
         """Recompute all rates; return the next completion time (inf if none)."""
         n = len(self._ids)
@@ -152,11 +160,13 @@ class FluidNetwork:
         if self._unset:
             missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
             raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
-        allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
-                      self._ints[_KEY], self._floats[_CAP], n, self._floats[_RATE])
         if self.check_invariants:
+            allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
+                          self._ints[_KEY], self._floats[_CAP], n, self._floats[_RATE])
             self._check()
-        return self.now_s + _time_to_next(self._floats, n)
+            return self.next_completion_s()
+        return self.now_s + _reallocate(self.capacity, self._links, self._weights, self._ints,
+                                        self._floats, n)
 
     def link_loads(self) -> np.ndarray:
         """Bytes/s currently carried by each link."""
@@ -176,10 +186,14 @@ class FluidNetwork:
 
     def pop_completed(self) -> list[int]:
         """Remove and return the flows that are done at the current time."""
+        return self._pop(0.0)
+
+    def _pop(self, dt: float) -> list[int]:
         buf = self._done_buf
         if len(buf) < len(self._ids):
             buf = self._done_buf = np.empty(2 * len(self._ids), dtype=np.int64)
-        k, delivered = _done_slots(self._floats, len(self._ids), _TIME_EPS_S, _BYTE_EPS, buf)
+        k, delivered = _advance_done(self._floats, len(self._ids), dt, _TIME_EPS_S, _BYTE_EPS,
+                                     buf)
         if not k:
             return []
         ids = [self._ids[i] for i in buf[:k].tolist()]
@@ -208,11 +222,21 @@ def _time_to_next(floats, n):
 
 
 @njit
-def _done_slots(floats, n, time_eps, byte_eps, out):
-    """Slots of flows done now (into ``out``): their count and their summed sizes."""
+def _reallocate(capacity, links, weights, ints, floats, n):
+    """New rates in place; returns the time until the next completion."""
+    allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP], n,
+                  floats[_RATE])
+    return _time_to_next(floats, n)
+
+
+@njit
+def _advance_done(floats, n, dt, time_eps, byte_eps, out):
+    """Advance by ``dt``; the slots of flows then done (into ``out``): their count and their
+    summed sizes."""
     k = 0
     delivered = 0.0
     for i in range(n):
+        floats[_REMAINING, i] -= floats[_RATE, i] * dt
         if floats[_REMAINING, i] <= floats[_RATE, i] * time_eps + byte_eps:
             out[k] = i
             k += 1
