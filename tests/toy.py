@@ -13,6 +13,14 @@ MB = 1e6
 GBPS_BYTES = 1e9  # 1 GB/s: one MB per ms, so the paper's abstract units read as ms and MB
 
 
+class _Links:
+    """The part of a prepared transfer the simulator's engine reads."""
+
+    def __init__(self, links) -> None:
+        self.links = np.asarray(links, dtype=np.int64)
+        self.weights = np.ones(len(links))
+
+
 class Toy:
     def __init__(self, policy, capacities_bytes_per_s=(GBPS_BYTES,)) -> None:
         self.engine = Engine(np.asarray(capacities_bytes_per_s, dtype=float), policy,
@@ -59,8 +67,7 @@ class Toy:
                 if then is not None:
                     then(self.engine.now_s)
 
-            self.engine.submit(info, np.asarray(links, dtype=np.int64), np.ones(len(links)),
-                               done)
+            self.engine.submit(info, _Links(links), done)
 
         self.at(t, submit)
 

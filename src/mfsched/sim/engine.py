@@ -10,6 +10,10 @@ priorities, reallocates bandwidth if anything changed and schedules the next net
 completion. The world (:mod:`mfsched.sim.serving`) submits flows and tells the policy about
 requests, batches and layers through the engine, so the policy is always told before it is
 asked.
+
+The public methods used by :class:`~mfsched.sim.serving.Serving` (``now_s``, ``schedule``,
+``new_flow_id``, ``submit``, the notifications, ``run`` and the counters) are the contract a
+wall-clock engine implements to run the same serving logic over real transports.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from ..policy.base import Policy
 from ..policy.types import BatchInfo, FlowInfo, Priority, RequestInfo
 from .network import FluidNetwork
+from .transfer import Transfer
 
 __all__ = ["Engine", "EventKind", "FlowRecordRow"]
 
@@ -101,10 +106,9 @@ class Engine:
         self.policy.on_batch_compute_done(batch_id, self.now_s)
         self._policy_dirty = True
 
-    def submit(self, info: FlowInfo, links: np.ndarray, weights: np.ndarray,
-               on_done: Callable[[int], None]) -> None:
+    def submit(self, info: FlowInfo, transfer: Transfer, on_done: Callable[[int], None]) -> None:
         """Start a flow now; ``on_done(flow_id)`` runs when its last byte arrives."""
-        self.network.add(info.flow_id, links, weights, info.size_bytes)
+        self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes)
         self._flows[info.flow_id] = _Active(info, on_done)
         self.submitted_bytes += info.size_bytes
         self.policy.on_flow_submit(info, self.now_s)

@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-import numpy as np
-
 from ..policy.base import Policy
 from ..policy.fair import FairSharing
 from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
@@ -41,6 +39,7 @@ from ..workload.router import Route, route_request
 from ..workload.stages import BatchPlan, Chunk, CollectiveStep, ComputeStep, Member, StagePlanner
 from .engine import Engine, EventKind
 from .topology import Topology
+from .transfer import Transfer
 
 __all__ = ["Cluster", "IsolatedTtft", "Serving", "ServingConfig", "SimStats", "SloFn"]
 
@@ -85,29 +84,10 @@ class SimStats:
     delivered_bytes: float
 
 
-class _Transfer:
-    """A prepared network flow: aggregated link weights of its members."""
-
-    __slots__ = ("bottleneck_bps", "links", "members", "port_bytes", "size", "total", "weights")
-
-    def __init__(self, topology: Topology, members: Sequence[Member]) -> None:
-        per_link: dict[int, float] = {}
-        for src, dst, size in members:
-            for link in topology.path(src, dst):
-                per_link[link] = per_link.get(link, 0.0) + size
-        self.size = max(m[2] for m in members)
-        self.total = sum(m[2] for m in members)
-        self.members = len(members)
-        self.links = np.fromiter(per_link, dtype=np.int64, count=len(per_link))
-        self.weights = np.fromiter(per_link.values(), dtype=float, count=len(per_link)) / self.size
-        self.port_bytes = tuple(per_link.items())
-        self.bottleneck_bps = float(topology.capacity_bps[self.links].min())
-
-
-def _prepare(topology: Topology, members: Sequence[Member], grouped: bool) -> list[_Transfer]:
+def _prepare(topology: Topology, members: Sequence[Member], grouped: bool) -> list[Transfer]:
     if grouped:
-        return [_Transfer(topology, members)]
-    return [_Transfer(topology, [m]) for m in members]
+        return [Transfer(topology, members)]
+    return [Transfer(topology, [m]) for m in members]
 
 
 class _Req:
@@ -197,7 +177,8 @@ class Serving:
                  slo_fn: SloFn, *, warmup: int, evaluated: int,
                  forced_routes: dict[int, Route] | None = None, check_invariants: bool = False,
                  record_flows: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 engine: Engine | None = None) -> None:
         self.c = cluster
         self.model = cluster.deployment.model
         self.units = cluster.deployment.units
@@ -208,8 +189,9 @@ class Serving:
         self.n_eval = evaluated
         self.forced = forced_routes or {}
         self.progress = progress
-        self.engine = Engine(cluster.topology.capacity_bytes_per_s, policy, check_invariants,
-                             record_flows)
+        # another engine (a wall-clock one over real transports) may stand in for the simulator
+        self.engine = engine or Engine(cluster.topology.capacity_bytes_per_s, policy,
+                                       check_invariants, record_flows)
         block_tokens = requests[0].block_tokens if requests else 16
         self.caches = PrefixCaches(len(self.units),
                                    cluster.kv_cache_tokens_per_unit // block_tokens)
@@ -441,13 +423,13 @@ class Serving:
             self._maybe_finish(r)
         self._maybe_depart(b)
 
-    def _submit(self, b: _Batch, t: _Transfer, stage: Stage, layer: int, target: int,
+    def _submit(self, b: _Batch, t: Transfer, stage: Stage, layer: int, target: int,
                 rids: tuple[int, ...], deadline: float | None, on_done) -> None:
         fid = self.engine.new_flow_id()
         info = FlowInfo(fid, stage, b.id, rids, layer, target, t.size, t.total, t.members,
                         t.port_bytes, t.bottleneck_bps, deadline, self.engine.now_s)
         b.flows_left += 1
-        self.engine.submit(info, t.links, t.weights, on_done)
+        self.engine.submit(info, t, on_done)
 
     # --- completion -----------------------------------------------------------------------------
 
