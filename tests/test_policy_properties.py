@@ -76,11 +76,12 @@ def test_single_request_mfs_not_worse_than_fs(tokens, local, remote, unit, remot
 
 def test_regression_hopeless_single_request():
     """Found by hypothesis with an SLO far below what the request can reach alone (0.3 s for
-    a 4030-token prompt that needs 0.96 s): once its deadline has passed its MLU is infinite,
-    its P2D takes the reserved top level and slows its own collectives; pruning does not fire
-    because compute alone already misses. MFS ends 1.1% later than FS. docs/design.md."""
+    a 4030-token prompt that needs 0.96 s). Once its deadline passed, its MLU became infinite,
+    its P2D took the reserved top level and slowed its own collectives: MFS ended 1.1% after
+    FS. Fixed by not promoting flows whose MLU exceeds 1 (out of reach: the "black hole");
+    docs/design.md."""
     req = Request(0, 0.0, 4030, 1)
     route = Route(0, 0, -1, 0)
     fs = _solo_ttft("fs", req, route, slo_s=0.3)
     mfs = _solo_ttft("mfs", req, route, slo_s=0.3)
-    assert fs < mfs <= fs * 1.02
+    assert mfs <= fs * 1.001

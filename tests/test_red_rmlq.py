@@ -15,8 +15,8 @@ from mfsched.policy.rmlq import (
     LevelLayout,
     MonotoneLevels,
     minimal_link_utilization,
-    mlu_band,
     mlu_thresholds,
+    p2d_band,
 )
 
 
@@ -92,8 +92,13 @@ def test_mlu_formula_and_bands():
     assert math.isinf(minimal_link_utilization(1.0, 0.0, 1e9, 0.0))
     q = mlu_thresholds(4.0, 0.5, 3)
     assert q == pytest.approx((0.125, 0.03125))
-    assert mlu_band(1.0, 1.0, q) is None
-    assert [mlu_band(m, 1.0, q) for m in (0.9, 0.125, 0.1, 0.01)] == [0, 0, 1, 2]
+    # urgent in [0.9, 1]; beyond 1 out of reach: loosest band, never promoted for it
+    assert p2d_band(0.95, 0.0, 0.9, 1.0, q) is None
+    assert p2d_band(1.0, 0.5, 0.9, 1.0, q) is None  # rho does not block the top level
+    assert p2d_band(1.5, 0.0, 0.9, 1.0, q) == 2
+    assert [p2d_band(m, 0.0, 0.9, 1.0, q) for m in (0.8, 0.125, 0.1, 0.01)] == [0, 0, 1, 2]
+    # rho raises the MLU against what early stages leave: 0.1 / (1 - 0.5) = 0.2 -> band 0
+    assert p2d_band(0.1, 0.5, 0.9, 1.0, q) == 0
 
 
 def test_monotone_levels():

@@ -39,6 +39,7 @@ class SimConfig:
     sp: int | None = None
     prefill_instances: int | None = None  # None: half of the GPUs do prefill
     servers: int | None = None  # None: the topology's default
+    bandwidth_scale: float = 1.0  # multiplies every link capacity (network-bound studies)
     workload: str = "agent"
     trace: str | None = None
     trace_format: str = "mooncake"
@@ -57,7 +58,8 @@ class SimConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:
-        positive = {"--rate": self.rate_per_gpu, "--slo-scale": self.slo_scale}
+        positive = {"--rate": self.rate_per_gpu, "--slo-scale": self.slo_scale,
+                    "--bandwidth-scale": self.bandwidth_scale}
         for flag, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise UserError(f"{flag} must be a positive number, got {value}")

@@ -17,7 +17,7 @@ from ..metrics import Summary, summarize
 from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
-from ..sim.topology import TOPOLOGIES, build_topology
+from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
 from ..workload.hardware import GPUS
@@ -80,6 +80,8 @@ def build_cluster(cfg: SimConfig) -> Cluster:
     topo_cls = TOPOLOGIES.get(cfg.scenario)
     topo_cfg = topo_cls() if cfg.servers is None else topo_cls(servers=cfg.servers)
     topology = build_topology(topo_cfg)
+    if cfg.bandwidth_scale != 1.0:
+        topology = scale_bandwidth(topology, cfg.bandwidth_scale)
     model = MODELS.get(cfg.model_name)
     par = cfg.parallelism
     deployment = build_deployment(model, par, topology.num_gpus, topology.gpus_per_server,

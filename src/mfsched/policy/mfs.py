@@ -5,11 +5,16 @@ How a flow's priority is decided (levels as in :mod:`mfsched.policy.rmlq`):
 * **Stage 2** (collectives) enter the top early-stage level: their data is needed now (RLI 0).
 * **Stage 1** (KV reuse) enter at ``early(RLI)``, RLI = target layer - current layer of their
   batch, and are promoted at each layer boundary of that batch as RLI shrinks (``rli``).
-* **Stage 3** (P2D) enter at the P2D band of their request's MLU and are promoted when the MLU
-  rises: at layer boundaries of their batch while it computes, then every ``p2d_refresh_s``
-  (``mlu``). MLU >= ``mlu_urgent`` takes the reserved top level. With ``mlu_per_request`` the
-  MLU counts all of the request's remaining P2D bytes (emitted and still to come), so all its
-  P2D flows share one level and layers never overtake each other.
+* **Stage 3** (P2D) enter at the P2D band of their MLU and are promoted when it rises: at
+  layer boundaries of their batch while it computes, then every ``p2d_refresh_s`` (``mlu``).
+  MLU = remaining bytes / (time to the P2D deadline x B x (1 - rho)). A flow whose MLU alone
+  (rho = 0) is in [``mlu_urgent``, ``mlu_infeasible``] takes the reserved top level; beyond
+  ``mlu_infeasible`` the deadline is out of reach and the flow is not promoted (no bandwidth
+  poured into a certain miss, the paper's "black hole"); otherwise the MLU with rho picks a
+  P2D band below the early stages. By default Size_rem is the flow's own remaining bytes, as
+  in the paper's formula; ``mlu_per_request`` counts all of the request's remaining P2D bytes
+  (emitted and to come) and gives all its P2D flows one level (measured worse: it promotes
+  whole requests above everyone's collectives; docs/design.md).
 * Promotion only (``promotion``); nothing is ever demoted, except pruned requests' P2D.
 * Ties inside a level are broken by the RED rank of the flow's batch (``red_tiebreak``;
   early-stage flows only, as in the paper). RED is recomputed on batch arrival and departure.
@@ -20,7 +25,9 @@ How a flow's priority is decided (levels as in :mod:`mfsched.policy.rmlq`):
 
 rho (the load in the MLU's effective bandwidth B x (1 - rho)) is the utilisation of the P2D
 flow's ports by early-stage traffic, from the bytes of early-stage flows that completed in the
-last ``rho_window_s``, capped at ``rho_max``. B is the flow's bottleneck capacity.
+last ``rho_window_s``, capped at ``rho_max``: what early stages leave to P2D levels below them.
+It shapes the P2D bands only; the test for the top level uses rho = 0, because a flow promoted
+there preempts the early stages. B is the flow's bottleneck capacity.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
 from .red import BatchLoad, feasibility_prune, robust_effective_deadline
-from .rmlq import LevelLayout, MonotoneLevels, minimal_link_utilization, mlu_band, mlu_thresholds
+from .rmlq import LevelLayout, MonotoneLevels, minimal_link_utilization, mlu_thresholds, p2d_band
 from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
 
 __all__ = ["MFS", "MFSConfig"]
@@ -40,8 +47,9 @@ class MFSConfig(PolicyConfig):
     early_levels: int = 0  # 0: half of the K-1 non-urgent levels, rounded up (K=8: RLI 0..3+)
     mlu_e: float = 4.0
     mlu_u: float = 0.5
-    mlu_urgent: float = 1.0
-    mlu_per_request: bool = True
+    mlu_urgent: float = 0.9  # promote to the reserved top level from this MLU ...
+    mlu_infeasible: float = 1.0  # ... up to this one; beyond it the deadline is out of reach
+    mlu_per_request: bool = False
     p2d_refresh_s: float = 1e-3
     rho_window_s: float = 10e-3
     rho_max: float = 0.9
@@ -54,8 +62,9 @@ class MFSConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         self.layout()
-        if not (self.mlu_e > 1 and self.mlu_u > 0 and self.mlu_urgent > 0):
-            raise ValueError("need mlu_e > 1, mlu_u > 0 and mlu_urgent > 0")
+        if not (self.mlu_e > 1 and self.mlu_u > 0 and 0 < self.mlu_urgent
+                <= self.mlu_infeasible):
+            raise ValueError("need mlu_e > 1, mlu_u > 0 and 0 < mlu_urgent <= mlu_infeasible")
         if not (self.p2d_refresh_s > 0 and self.rho_window_s > 0 and 0 <= self.rho_max < 1):
             raise ValueError("need p2d_refresh_s > 0, rho_window_s > 0, 0 <= rho_max < 1")
         if self.drop_budget < 0:
@@ -249,17 +258,23 @@ class MFS(Policy):
             return self.layout.p2d(self.layout.p2d_bands - 1)
         rid = flow.request_ids[0]
         r = self.requests[rid]
-        mlu = self._mlu(rid, r, b, flow, now_s, progress) if c.mlu_per_request else \
-            minimal_link_utilization(progress.remaining_bytes(flow.flow_id),
-                                     r.deadline_s - now_s, flow.bottleneck_bps / 8,
-                                     self._rho(flow, now_s))
-        level = self.layout.p2d(mlu_band(mlu, c.mlu_urgent, self.thresholds))
+        if c.mlu_per_request:
+            remaining, bw = self._request_p2d(rid, r, b, flow, progress)
+        else:
+            remaining = progress.remaining_bytes(flow.flow_id)
+            bw = flow.bottleneck_bps / 8
+        mlu = minimal_link_utilization(remaining, flow.deadline_s - now_s, bw, 0.0)
+        band = p2d_band(mlu, self._rho(flow, now_s), c.mlu_urgent, c.mlu_infeasible,
+                        self.thresholds)
+        level = self.layout.p2d(band)
         if c.mlu_per_request:
             r.level = level if r.level is None else min(r.level, level)
             return r.level
         return level
 
-    def _mlu(self, rid, r: _Req, b: _Batch, flow: FlowInfo, now_s, progress) -> float:
+    def _request_p2d(self, rid, r: _Req, b: _Batch, flow: FlowInfo, progress):
+        """All of the request's remaining P2D bytes (emitted and to come) and its lanes'
+        summed bottleneck bandwidth."""
         remaining = 0.0
         for fid in r.flows:
             f = self.flows[fid]
@@ -268,8 +283,7 @@ class MFS(Policy):
             emitted = len(b.p2d_layers.get(rid, ()))
             remaining += (b.info.num_layers - emitted) * b.p2d_layer_bytes.get(rid, 0.0)
         bw = b.p2d_layer_bw.get(rid) or flow.members * flow.bottleneck_bps / 8
-        return minimal_link_utilization(remaining, r.deadline_s - now_s, bw,
-                                        self._rho(flow, now_s))
+        return remaining, bw
 
     def _rho(self, flow: FlowInfo, now_s: float) -> float:
         """Early-stage utilisation of the flow's most loaded port over the last window: bytes of

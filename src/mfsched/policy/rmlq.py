@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-__all__ = ["LevelLayout", "MonotoneLevels", "minimal_link_utilization", "mlu_band",
-           "mlu_thresholds"]
+__all__ = ["LevelLayout", "MonotoneLevels", "minimal_link_utilization", "mlu_thresholds",
+           "p2d_band"]
 
 URGENT_LEVEL = 0
 
@@ -72,12 +72,25 @@ def mlu_thresholds(e: float, u: float, bands: int) -> tuple[float, ...]:
     return tuple(u * e ** -i for i in range(1, bands))
 
 
-def mlu_band(mlu: float, urgent: float, thresholds: tuple[float, ...]) -> int | None:
-    """None if ``mlu`` reaches the urgent threshold, else the index of its band."""
-    if mlu >= urgent * (1 - 1e-9):
+def p2d_band(mlu_alone: float, rho: float, urgent: float, infeasible: float,
+             thresholds: tuple[float, ...]) -> int | None:
+    """The band of a P2D flow: None for the reserved top level, else 0 (tightest) and up.
+
+    ``mlu_alone`` is the MLU with rho = 0: the share of the bottleneck the flow needs if it
+    had it to itself, which is what a promotion to the top level would give it. Urgent when
+    ``urgent <= mlu_alone <= infeasible``. Beyond ``infeasible`` the deadline is out of reach
+    even so; promoting it would pour bandwidth into a certain miss (the paper's "black hole"),
+    so it gets the loosest band (and, since levels never drop, keeps the level it had).
+    Otherwise the band comes from the MLU against the residual B x (1 - rho) that early-stage
+    traffic leaves to P2D (levels below the early stages), with boundaries ``thresholds``.
+    """
+    if mlu_alone > infeasible * (1 + 1e-9):
+        return len(thresholds)
+    if mlu_alone >= urgent * (1 - 1e-9):
         return None
+    loaded = mlu_alone / (1.0 - rho) if rho < 1.0 else float("inf")
     for i, q in enumerate(thresholds):
-        if mlu >= q:
+        if loaded >= q:
             return i
     return len(thresholds)
 

@@ -50,8 +50,9 @@ FlowRecordRow = tuple[int, int, int, int, int, float, float, float, float, int, 
 
 class Engine:
     def __init__(self, capacity_bytes_per_s: np.ndarray, policy: Policy,
-                 check_invariants: bool = False, record_flows: bool = False) -> None:
-        self.network = FluidNetwork(capacity_bytes_per_s, check_invariants)
+                 check_invariants: bool = False, record_flows: bool = False,
+                 contention_free: bool = False) -> None:
+        self.network = FluidNetwork(capacity_bytes_per_s, check_invariants, contention_free)
         self.policy = policy
         self.now_s = 0.0
         self.events = 0

@@ -35,9 +35,12 @@ _SIZE, _REMAINING, _RATE, _CAP = 0, 1, 2, 3
 
 
 class FluidNetwork:
-    def __init__(self, capacity_bytes_per_s: np.ndarray, check_invariants: bool = False) -> None:
+    def __init__(self, capacity_bytes_per_s: np.ndarray, check_invariants: bool = False,
+                 contention_free: bool = False) -> None:
         self.capacity = np.ascontiguousarray(capacity_bytes_per_s, dtype=np.float64)
-        self.check_invariants = check_invariants
+        self.check_invariants = check_invariants and not contention_free
+        # analysis reference: every flow runs as if it were alone on its links
+        self.contention_free = contention_free
         self.now_s = 0.0
         self.dirty = False
         self.delivered_bytes = 0.0  # of completed flows, in largest-member bytes
@@ -160,6 +163,9 @@ class FluidNetwork:
         if self._unset:
             missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
             raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
+        if self.contention_free:
+            _alone_rates(self.capacity, self._links, self._weights, self._ints, self._floats, n)
+            return self.next_completion_s()
         if self.check_invariants:
             allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
                           self._ints[_KEY], self._floats[_CAP], n, self._floats[_RATE])
@@ -227,6 +233,18 @@ def _reallocate(capacity, links, weights, ints, floats, n):
     allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP], n,
                   floats[_RATE])
     return _time_to_next(floats, n)
+
+
+@njit
+def _alone_rates(capacity, links, weights, ints, floats, n):
+    """Contention-free rates: each flow's own bottleneck (and cap), ignoring all others."""
+    for i in range(n):
+        rate = floats[_CAP, i]
+        for k in range(ints[_NLINKS, i]):
+            r = capacity[links[i, k]] / weights[i, k]
+            if r < rate:
+                rate = r
+        floats[_RATE, i] = rate
 
 
 @njit

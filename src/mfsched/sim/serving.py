@@ -55,6 +55,7 @@ class ServingConfig:
     router_overlap_weight: float = 1.0
     remote_reuse: bool = True
     grouped_flows: bool = True  # False: every member of a collective is its own flow
+    contention_free: bool = False  # analysis only: every flow as if alone on its path
 
     def __post_init__(self) -> None:
         if self.max_batched_tokens < 1:
@@ -191,7 +192,8 @@ class Serving:
         self.progress = progress
         # another engine (a wall-clock one over real transports) may stand in for the simulator
         self.engine = engine or Engine(cluster.topology.capacity_bytes_per_s, policy,
-                                       check_invariants, record_flows)
+                                       check_invariants, record_flows,
+                                       cluster.serving.contention_free)
         block_tokens = requests[0].block_tokens if requests else 16
         self.caches = PrefixCaches(len(self.units),
                                    cluster.kv_cache_tokens_per_unit // block_tokens)

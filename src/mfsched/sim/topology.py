@@ -26,7 +26,8 @@ from ..errors import UserError
 from ..registry import Registry
 from ..units import gb_per_s, gbps
 
-__all__ = ["TOPOLOGIES", "FatTreeConfig", "TestbedConfig", "Topology", "build_topology"]
+__all__ = ["TOPOLOGIES", "FatTreeConfig", "TestbedConfig", "Topology", "build_topology",
+           "scale_bandwidth"]
 
 TCP_GOODPUT = 1448 / 1502
 
@@ -149,6 +150,13 @@ def _build_fattree(c: FatTreeConfig) -> Topology:
 
     return Topology("fattree", c.servers, c.gpus_per_server, names, np.array(caps),
                     c.nvswitch_bps, c.gpu, route)
+
+
+def scale_bandwidth(topology: Topology, factor: float) -> Topology:
+    """The same topology with every link capacity multiplied by ``factor``."""
+    return Topology(topology.name, topology.num_servers, topology.gpus_per_server,
+                    topology.link_names, topology.capacity_bps * factor,
+                    topology.intra_server_bps * factor, topology.gpu, topology._route)
 
 
 def build_topology(config: TestbedConfig | FatTreeConfig) -> Topology:
