@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -176,6 +177,85 @@ def _write_out(out: Path, cfg, results, rows: list[dict]) -> None:
         pq.write_table(to_table(rec.batches, BatchRecord), d / "batches.parquet")
         if rec.flows is not None:
             pq.write_table(to_table(rec.flows, columns=FLOW_COLUMNS), d / "flows.parquet")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{option}: no values given")
+    return values
+
+
+@app.command()
+def sweep(
+    workload: Annotated[str, typer.Option(help="Comma-separated synthetic workloads.")]
+        = "conv,agent",
+    rate: Annotated[str, typer.Option(
+        help="Comma-separated request rates, requests/s per prefill GPU.")]
+        = "0.25,0.5,0.75,1.0,1.25",
+    bandwidth_scale: Annotated[str, typer.Option(
+        help="Comma-separated factors applied to every link capacity.")] = "1.0",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    scheduler: Annotated[str, typer.Option(help="Scheduler names or 'all'.")] = "all",
+    scenario: Annotated[str, typer.Option(help="testbed or fattree.")] = "testbed",
+    model: Annotated[str | None, typer.Option(help="Model (default: the scenario's).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Replay this trace instead of "
+                                                    "--workload.")] = None,
+    trace_format: Annotated[str, typer.Option(help="Trace format.")] = "mooncake",
+    requests: Annotated[int, typer.Option(help="Evaluated requests per run.")] = 1024,
+    warmup: Annotated[int, typer.Option(help="Warm-up requests per run.")] = 512,
+    reference: Annotated[bool, typer.Option(
+        help="Add the contention-free reference (fair sharing, every flow alone on its "
+             "path).")] = True,
+    jobs: Annotated[int, typer.Option(help="Parallel processes (one configuration "
+                                           "each).")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
+        = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON rows.")] = False,
+) -> None:
+    """Sweep rates (and workloads, bandwidth scales, seeds) under every scheduler; print the
+    SLO attainment table."""
+    from .experiments.config import SimConfig
+    from .experiments.runner import scheduler_names
+    from .experiments.sweep import SweepSpec, attainment_table, run_sweep
+
+    names = tuple(scheduler_names(scheduler))
+    rates = _floats(rate, "--rate")
+    if min(rates) <= 0:
+        raise UserError("--rate values must be positive")
+    base = SimConfig(scenario=scenario.lower(), model=model, requests=requests, warmup=warmup,
+                     trace=None if trace is None else str(trace), trace_format=trace_format)
+    spec = SweepSpec(base, tuple(w.strip() for w in workload.split(",") if w.strip())
+                     if trace is None else (str(trace),), rates,
+                     _floats(bandwidth_scale, "--bandwidth-scale"),
+                     tuple(int(s) for s in _floats(seeds, "--seeds")), names, reference)
+    for cfg in spec.configs()[:1]:
+        from .experiments.runner import prepare
+
+        prepare(replace(cfg, requests=1, warmup=0, tail=0))  # fail fast on bad input
+    with _progress(enabled=not as_json or err_console.is_terminal) as bar:
+        task = bar.add_task("sweep", total=len(spec.configs()))
+        rows = run_sweep(spec, jobs, lambda done, total: bar.update(task, completed=done))
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 132))
+    for (wl, bw), per_rate in attainment_table(rows).items():
+        cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
+        table = Table(title=f"SLO attainment | {scenario} | {wl} | bandwidth x{bw:g}")
+        table.add_column("req/s/GPU", justify="right")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for r, per in sorted(per_rate.items()):
+            table.add_row(f"{r:g}", *(f"{per.get(c, float('nan')):.3f}" for c in cols))
+        console.print(table)
 
 
 @app.command("list")

@@ -1,27 +1,51 @@
-"""A clairvoyant reference: least laxity first with exact remaining work, unlimited levels.
+"""A clairvoyant reference: dependency-aware least laxity first with exact remaining work.
 
 Laxity = deadline - now - the least time the remaining work still needs on an idle path:
 
-* a blocking flow (Stage 1 or 2) of batch b: min over b's requests of their deadline minus
-  (b's remaining compute + sending one layer's P2D after the last layer);
-* a P2D flow of request r: r's deadline minus sending all of r's remaining P2D bytes (emitted
-  and still to come) at its aggregate lane bandwidth.
+* a blocking flow (Stage 1 or 2) of batch b whose data layer j consumes: the latest time it
+  may finish, min over b's live requests of (deadline - compute of layers j..L - sending one
+  layer's P2D after the last layer), minus now and minus its own remaining transfer time on an
+  idle path (a Stage-2 flow's layer is the current one, so collectives come before fetches
+  for later layers, with exact times: RLI made continuous);
+* a P2D flow of request r: r's P2D deadline minus sending all of r's remaining P2D bytes
+  (emitted and still to come) at its aggregate lane bandwidth.
 
-Every flow gets its own rank (continuous priorities, re-evaluated at every decision), flows of
-requests whose laxity is already negative drop below all others (least-laxity-first would
-otherwise pour bandwidth into certain misses). In the simulator the compute times it uses are
-exact. This is a heuristic upper reference, not a proven optimum: optimal multi-stage
-scheduling is intractable (paper §3.1).
+Plain least-laxity-first across stages lets a request's P2D overtake its own collectives
+whenever the network is the bottleneck, which stalls the compute that produces the rest of
+its KV (measured: worse than fair sharing). So the oracle keeps the dependency order: blocking
+flows above P2D, each class ordered by exact laxity (continuous priorities, re-evaluated at
+every decision); a P2D flow rises above the blocking flows only when it is critical (it needs
+at least ``critical_share`` of its path from now on to make its deadline) and still feasible;
+P2D flows that can no longer make it drop to a background class (blocking flows never do: a
+late batch still holds its instance, and the batches queued behind it wait for it). In the simulator the
+compute times it uses are exact. This is a heuristic reference, not a proven optimum: optimal
+multi-stage scheduling is intractable (paper §3.1).
 """
 
 from __future__ import annotations
 
-from .base import SCHEDULERS, Policy
+from dataclasses import dataclass
+
+from .base import SCHEDULERS, Policy, PolicyConfig
 from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
 
-__all__ = ["Oracle"]
+__all__ = ["Oracle", "OracleConfig"]
 
 _OFFSET_S = 1e4  # ranks are non-negative: laxity + offset, in microseconds
+_CRITICAL, _BLOCKING, _P2D, _HOPELESS = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class OracleConfig(PolicyConfig):
+    critical_share: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0 < self.critical_share <= 1:
+            raise ValueError("critical_share must be in (0, 1]")
+
+
+def _rank(laxity_s: float) -> int:
+    return int((min(max(laxity_s, -_OFFSET_S), _OFFSET_S) + _OFFSET_S) * 1e6)
 
 
 class _B:
@@ -39,6 +63,7 @@ class _B:
                                     "(reference, not a proven optimum)")
 class Oracle(Policy):
     name = "oracle"
+    config_cls = OracleConfig
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
@@ -97,29 +122,33 @@ class Oracle(Policy):
             remaining += future * b.p2d_layer_bytes.get(rid, 0.0)
         return remaining / bw
 
-    def _laxity(self, flow: FlowInfo, now_s: float, progress: ProgressView) -> float:
+    def _priority(self, flow: FlowInfo, now_s: float, progress: ProgressView) -> Priority:
         b = self.batches[flow.batch_id]
         if flow.stage == Stage.P2D:
             rid = flow.request_ids[0]
-            return self.deadline[rid] - now_s - self._p2d_time(rid, b, self._bandwidth(flow),
-                                                               progress)
-        layers_left = 0 if b.compute_done else b.info.num_layers - b.layer
-        compute = layers_left * b.info.layer_compute_s
+            left = flow.deadline_s - now_s
+            need = self._p2d_time(rid, b, self._bandwidth(flow), progress)
+            if need > left:
+                return Priority(_HOPELESS)
+            if need >= self.config.critical_share * left:
+                return Priority(_CRITICAL, _rank(left - need))
+            return Priority(_P2D, _rank(left - need))
+        consumer = max(flow.target_layer, b.layer)
+        compute = (b.info.num_layers - consumer) * b.info.layer_compute_s
+        own = progress.remaining_bytes(flow.flow_id) / (flow.bottleneck_bps / 8)
         best = float("inf")
         for rid in b.info.request_ids:
             if rid in self.deadline:
                 tail = b.p2d_layer_bytes.get(rid, 0.0) / self._bandwidth(flow)
-                best = min(best, self.deadline[rid] - now_s - compute - tail)
-        return best
+                best = min(best, self.deadline[rid] - compute - tail)
+        # never given up on: a late batch still holds its instance, and every batch queued
+        # behind it waits for its collectives
+        return Priority(_BLOCKING, _rank(best - now_s - own))
 
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
         out = {}
         for fid, flow in self.flows.items():
-            lax = self._laxity(flow, now_s, progress)
-            if lax < 0:
-                prio = Priority(1, 0)
-            else:
-                prio = Priority(0, int((lax + _OFFSET_S) * 1e6) if lax < _OFFSET_S else 0)
+            prio = self._priority(flow, now_s, progress)
             if self.prio.get(fid) != prio:
                 self.prio[fid] = prio
                 out[fid] = prio

@@ -1,0 +1,93 @@
+"""Parameter sweeps: every combination of workloads, rates, bandwidth scales and seeds, each run
+under every requested scheduler (the same requests for all of them).
+
+Called by ``mfsched sweep``. Each combination is one job; ``jobs > 1`` runs combinations in
+parallel processes (one machine; Ray would be the tool beyond one). A job can add the
+*contention-free reference*: fair sharing on a network where every flow runs as if alone on
+its path. It is not a scheduler and not a strict bound (batching reacts to faster batches),
+but it shows how much of the TTFT the network contention costs at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+from ..sim.serving import Serving
+from .config import SimConfig
+from .runner import RunResult, prepare, run
+
+__all__ = ["CONTENTION_FREE", "SweepSpec", "run_sweep"]
+
+CONTENTION_FREE = "no-contention"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    base: SimConfig
+    workloads: tuple[str, ...]
+    rates: tuple[float, ...]
+    bandwidth_scales: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (0,)
+    schedulers: tuple[str, ...] = ()
+    contention_free_reference: bool = False
+
+    def configs(self) -> list[SimConfig]:
+        return [replace(self.base, workload=w, rate_per_gpu=r, bandwidth_scale=b, seed=s)
+                for w, b, r, s in itertools.product(self.workloads, self.bandwidth_scales,
+                                                    self.rates, self.seeds)]
+
+
+def _run_job(args: tuple[SimConfig, tuple[str, ...], bool]) -> list[dict]:
+    cfg, schedulers, reference = args
+    prepared = prepare(cfg)
+    rows = [_row(r) for r in run(prepared, schedulers)]
+    if reference:
+        cluster = replace(prepared.cluster,
+                          serving=replace(prepared.cluster.serving, contention_free=True))
+        from ..metrics import summarize
+        from ..policy import make_policy
+
+        sim = Serving(cluster, make_policy("fs", cfg.num_levels), prepared.requests,
+                      prepared.slo_fn, warmup=prepared.warmup, evaluated=prepared.evaluated)
+        records, stats = sim.run()
+        rows.append(_row(RunResult(CONTENTION_FREE, cfg, summarize(records), stats, records)))
+    return rows
+
+
+def _row(result: RunResult) -> dict:
+    row = result.to_json()
+    row["bandwidth_scale"] = result.config.bandwidth_scale
+    return row
+
+
+def run_sweep(spec: SweepSpec, jobs: int = 1,
+              on_job: Callable[[int, int], None] | None = None) -> list[dict]:
+    """All rows (one per configuration and scheduler), in configuration order."""
+    work = [(cfg, spec.schedulers, spec.contention_free_reference) for cfg in spec.configs()]
+    rows: list[dict] = []
+    if jobs <= 1:
+        for i, item in enumerate(work):
+            rows.extend(_run_job(item))
+            if on_job:
+                on_job(i + 1, len(work))
+        return rows
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for i, part in enumerate(pool.map(_run_job, work)):
+            rows.extend(part)
+            if on_job:
+                on_job(i + 1, len(work))
+    return rows
+
+
+def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, float]]]:
+    """(workload, bandwidth scale) -> rate -> scheduler -> attainment (mean over seeds)."""
+    acc: dict[tuple, dict[float, dict[str, list[float]]]] = {}
+    for r in rows:
+        key = (r["workload"], r["bandwidth_scale"])
+        acc.setdefault(key, {}).setdefault(r["rate_per_gpu"], {}).setdefault(
+            r["scheduler"], []).append(r["slo_attainment"])
+    return {k: {rate: {s: sum(v) / len(v) for s, v in per.items()} for rate, per in rates.items()}
+            for k, rates in acc.items()}
