@@ -85,3 +85,12 @@ def test_list_and_help():
     help_text = mfsched("simulate", "--help", check=True).stdout
     for option in ("--rate", "--requests", "--warmup", "--slo-scale", "--json", "--out"):
         assert option in help_text
+
+
+def test_policy_option():
+    res = mfsched("simulate", "--policy-option", "mfs.nope=1", "--requests", "5")
+    assert res.returncode == 2 and "unknown option 'nope'" in res.stderr
+    res = mfsched("simulate", "--policy-option", "mfs.red_tiebreak", "--requests", "5")
+    assert res.returncode == 2 and "expected SCHEDULER.KEY=VALUE" in res.stderr
+    mfsched("simulate", "--policy-option", "mfs.pruning=off", "--scheduler", "mfs",
+            "--requests", "5", "--warmup", "1", check=True)

@@ -67,3 +67,11 @@ def test_matches_independent_fluid_reference(scenario):
     assert ours.keys() == theirs.keys()
     for k in ours:
         assert ours[k] == pytest.approx(theirs[k], rel=1e-6, abs=1e-9)
+
+
+def test_contention_free_reference_ignores_other_flows():
+    net = FluidNetwork(np.array([10.0]), contention_free=True)
+    net.add(1, np.array([0]), np.ones(1), 20.0, Priority(0))
+    net.add(2, np.array([0]), np.array([2.0]), 20.0, Priority(5))  # a 2-member group
+    net.reallocate()
+    assert net.rate_bytes_per_s(1) == 10.0 and net.rate_bytes_per_s(2) == 5.0

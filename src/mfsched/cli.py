@@ -67,6 +67,12 @@ def simulate(
         help="A global constant TTFT SLO in seconds instead of --slo-scale.")] = None,
     levels: Annotated[int, typer.Option(
         help="Strict priority levels K (a scavenger class comes below them).")] = 8,
+    policy_option: Annotated[list[str] | None, typer.Option(
+        help="Set a scheduler's option, SCHEDULER.KEY=VALUE (repeatable), e.g. "
+             "mfs.red_tiebreak=false. Options: the fields of the scheduler's config "
+             "(docs/design.md).")] = None,
+    bandwidth_scale: Annotated[float, typer.Option(
+        help="Multiply every link capacity by this factor (network-bound studies).")] = 1.0,
     max_batched_tokens: Annotated[int, typer.Option(
         help="Continuous batching: new tokens per prefill unit per batch.")] = 8192,
     reuse_lookahead: Annotated[int, typer.Option(
@@ -103,7 +109,12 @@ def simulate(
                     trace=None if trace is None else str(trace), trace_format=trace_format,
                     keep_timestamps=keep_timestamps, rate_per_gpu=rate, requests=requests,
                     warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed, num_levels=levels,
+                    policy_options=tuple(policy_option or ()), bandwidth_scale=bandwidth_scale,
                     serving=serving)
+    for name in scheduler_names(scheduler):  # reject bad --policy-option before running
+        from .policy import make_policy
+
+        make_policy(name, levels, cfg.options_for(name))
     names = scheduler_names(scheduler)
     prepared = prepare(cfg)
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
@@ -137,7 +148,7 @@ def _print_table(rows: list[dict]) -> None:
     title = (f"{first['scenario']} | {first['model']} {first['parallelism']} | "
              f"{first['workload']} | {first['rate_per_gpu']:g} req/s per prefill GPU | "
              f"{first['requests_evaluated']} requests")
-    table = Table(title=title, caption="times in ms; earliness = (deadline - P2D end) / SLO")
+    table = Table(title=title, caption="times in ms; earliness = (P2D deadline - P2D end) / SLO")
     for col in ("scheduler", "SLO met", "TTFT mean", "p50", "p99", "Stage-2 CCT",
                 "earliness", "pruned", "sim s", "wall s", "events"):
         table.add_column(col, justify="left" if col == "scheduler" else "right")

@@ -1,0 +1,47 @@
+"""Sweeps and the bandwidth-scale knob."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mfsched.experiments import runner
+from mfsched.experiments.config import SimConfig
+from mfsched.experiments.sweep import CONTENTION_FREE, SweepSpec, attainment_table, run_sweep
+
+
+def test_bandwidth_scale_scales_every_link():
+    base = runner.build_cluster(SimConfig()).topology
+    half = runner.build_cluster(SimConfig(bandwidth_scale=0.5)).topology
+    assert np.allclose(half.capacity_bps, 0.5 * base.capacity_bps)
+
+
+def test_sweep_rows_and_table():
+    spec = SweepSpec(SimConfig(requests=15, warmup=5, tail=0), ("agent",), (0.5, 1.0),
+                     schedulers=("fs", "mfs"), contention_free_reference=True)
+    rows = run_sweep(spec)
+    assert [(r["rate_per_gpu"], r["scheduler"]) for r in rows] == [
+        (0.5, "fs"), (0.5, "mfs"), (0.5, CONTENTION_FREE),
+        (1.0, "fs"), (1.0, "mfs"), (1.0, CONTENTION_FREE)]
+    table = attainment_table(rows)
+    assert set(table[("agent", 1.0)][0.5]) == {"fs", "mfs", CONTENTION_FREE}
+
+
+def test_sweep_cli_json():
+    res = subprocess.run([sys.executable, "-m", "mfsched.cli", "sweep", "--workload", "agent",
+                          "--rate", "1", "--scheduler", "fs", "--requests", "10", "--warmup",
+                          "2", "--no-reference", "--json"], capture_output=True, text=True,
+                         check=True)
+    (row,) = json.loads(res.stdout)
+    assert row["scheduler"] == "fs" and row["bandwidth_scale"] == 1.0
+
+
+@pytest.mark.parametrize("args,fragment", [(["--rate", "x"], "--rate: expected"),
+                                            (["--rate", "-1"], "must be positive"),
+                                            (["--bandwidth-scale", "0"], "--bandwidth-scale")])
+def test_sweep_bad_input(args, fragment):
+    res = subprocess.run([sys.executable, "-m", "mfsched.cli", "sweep", *args],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and fragment in res.stderr and "Traceback" not in res.stderr
