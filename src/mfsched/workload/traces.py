@@ -106,33 +106,38 @@ def _positive_tokens(row: dict, path: Path, lineno: int) -> tuple[int, int]:
     return input_tokens, output_tokens
 
 
-@TRACE_FORMATS.register("mooncake", help="Mooncake JSONL (timestamp ms, 512-token hash_ids)")
-def read_mooncake(path: Path, limit: int | None = None) -> list[Request]:
+def _read_jsonl(path: Path, limit: int | None, seconds_per_unit: float, block_tokens: int,
+                check=None) -> list[Request]:
+    """The JSONL formats: timestamp, input_length, output_length, hash_ids per line."""
     out = []
     for lineno, row in _jsonl_rows(path, limit):
-        ts_ms = _field(row, "timestamp", float, path, lineno)
+        ts = _field(row, "timestamp", float, path, lineno)
         inp, outp = _positive_tokens(row, path, lineno)
-        hashes = _hashes(row, path, lineno, inp, 512)
-        out.append(Request(len(out), ts_ms / 1000.0, inp, outp, hashes, 512))
+        if check is not None:
+            check(row, path, lineno)
+        hashes = _hashes(row, path, lineno, inp, block_tokens)
+        out.append(Request(len(out), ts * seconds_per_unit, inp, outp, hashes, block_tokens))
     return out
+
+
+@TRACE_FORMATS.register("mooncake", help="Mooncake JSONL (timestamp ms, 512-token hash_ids)")
+def read_mooncake(path: Path, limit: int | None = None) -> list[Request]:
+    return _read_jsonl(path, limit, 1e-3, 512)
+
+
+def _check_qwen(row: dict, path: Path, lineno: int) -> None:
+    _field(row, "chat_id", int, path, lineno)
+    _field(row, "turn", int, path, lineno)
+    parent = row.get("parent_chat_id")
+    if not isinstance(parent, int) or isinstance(parent, bool):
+        # -1 marks the first turn of a conversation, so negative ids are allowed here.
+        raise UserError("field 'parent_chat_id' should be an integer", where=str(path),
+                        line=lineno)
 
 
 @TRACE_FORMATS.register("qwen", help="Qwen-Bailian JSONL (timestamp s, 16-token hash_ids)")
 def read_qwen(path: Path, limit: int | None = None) -> list[Request]:
-    out = []
-    for lineno, row in _jsonl_rows(path, limit):
-        ts_s = _field(row, "timestamp", float, path, lineno)
-        inp, outp = _positive_tokens(row, path, lineno)
-        _field(row, "chat_id", int, path, lineno)
-        _field(row, "turn", int, path, lineno)
-        parent = row.get("parent_chat_id")
-        if not isinstance(parent, int) or isinstance(parent, bool):
-            # -1 marks the first turn of a conversation, so negative ids are allowed here.
-            raise UserError("field 'parent_chat_id' should be an integer", where=str(path),
-                            line=lineno)
-        hashes = _hashes(row, path, lineno, inp, 16)
-        out.append(Request(len(out), ts_s, inp, outp, hashes, 16))
-    return out
+    return _read_jsonl(path, limit, 1.0, 16, _check_qwen)
 
 
 @TRACE_FORMATS.register("azure", help="Azure LLM inference 2023 CSV (no reuse information)")
