@@ -352,20 +352,15 @@ class MFS(Policy):
         loads = []
         for b in self._ordered:
             info = b.info
-            remaining_layers = 0 if b.compute_done else info.num_layers - b.layer
-            early = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
-            prunable = {}
-            for rid in info.request_ids:
-                r = self.requests.get(rid)
-                if r is None or r.pruned or rid not in info.p2d_port_bytes:
-                    continue
-                prunable[rid] = self._p2d_load(b, rid, progress)
             deadlines = [self.requests[r].deadline_s for r in info.request_ids
                          if r in self.requests]
-            if deadlines:
-                loads.append(BatchLoad(info.batch_id, deadlines,
-                                       now_s + remaining_layers * info.layer_compute_s, early,
-                                       prunable))
+            if not deadlines:
+                continue
+            remaining_layers = 0 if b.compute_done else info.num_layers - b.layer
+            early = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
+            loads.append(BatchLoad(info.batch_id, deadlines,
+                                   now_s + remaining_layers * info.layer_compute_s, early,
+                                   self._p2d_loads(b, progress)))
         victims = feasibility_prune(loads, self.port_capacity, now_s, self.config.drop_budget)
         for rid in victims:
             r = self.requests[rid]
@@ -374,16 +369,24 @@ class MFS(Policy):
             for fid in r.flows:
                 self._emit(fid, Priority(self.layout.scavenger), out)
 
-    def _p2d_load(self, b: _Batch, rid: int, progress) -> dict[int, float]:
-        load: dict[int, float] = {}
+    def _p2d_loads(self, b: _Batch, progress) -> dict[int, dict[int, float]]:
+        """Request -> port -> P2D bytes still to move: the rest of its active P2D flows plus the
+        layers not computed yet (only requests that can still be pruned)."""
+        loads: dict[int, dict[int, float]] = {}
+        for rid in b.info.request_ids:
+            r = self.requests.get(rid)
+            if r is not None and not r.pruned and rid in b.info.p2d_port_bytes:
+                loads[rid] = {}
         for fid in b.flows:
             f = self.flows[fid]
-            if f.stage == Stage.P2D and f.request_ids[0] == rid:
+            load = loads.get(f.request_ids[0]) if f.stage == Stage.P2D else None
+            if load is not None:
                 frac = progress.remaining_bytes(fid) / f.size_bytes
                 for port, size in f.port_bytes:
                     load[port] = load.get(port, 0.0) + size * frac
         if not b.compute_done:
-            future = b.info.num_layers - len(b.p2d_layers.get(rid, ()))
-            for port, size in b.info.p2d_port_bytes[rid].items():
-                load[port] = load.get(port, 0.0) + size * future
-        return load
+            for rid, load in loads.items():
+                future = b.info.num_layers - len(b.p2d_layers.get(rid, ()))
+                for port, size in b.info.p2d_port_bytes[rid].items():
+                    load[port] = load.get(port, 0.0) + size * future
+        return loads

@@ -17,9 +17,9 @@ flows above P2D, each class ordered by exact laxity (continuous priorities, re-e
 every decision); a P2D flow rises above the blocking flows only when it is critical (it needs
 at least ``critical_share`` of its path from now on to make its deadline) and still feasible;
 P2D flows that can no longer make it drop to a background class (blocking flows never do: a
-late batch still holds its instance, and the batches queued behind it wait for it). In the simulator the
-compute times it uses are exact. This is a heuristic reference, not a proven optimum: optimal
-multi-stage scheduling is intractable (paper §3.1).
+late batch still holds its instance, and the batches queued behind it wait for it). In the
+simulator the compute times it uses are exact. This is a heuristic reference, not a proven
+optimum: optimal multi-stage scheduling is intractable (paper §3.1).
 """
 
 from __future__ import annotations
