@@ -226,13 +226,23 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
         = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON rows.")] = False,
+    markdown: Annotated[bool, typer.Option(help="Print the tables as Markdown.")] = False,
+    rows_from: Annotated[Path | None, typer.Option(
+        help="Do not run: tabulate the rows of an earlier --out file.")] = None,
 ) -> None:
     """Sweep rates (and workloads, bandwidth scales, seeds) under every scheduler; print the
     SLO attainment table."""
     from .experiments.config import SimConfig
     from .experiments.runner import scheduler_names
-    from .experiments.sweep import SweepSpec, attainment_table, run_sweep
+    from .experiments.sweep import SweepSpec, attainment_table, markdown_tables, run_sweep
 
+    if rows_from is not None:
+        try:
+            rows = json.loads(rows_from.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read sweep rows: {e}", where=str(rows_from)) from None
+        typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
+        return
     names = tuple(scheduler_names(scheduler))
     rates = _floats(rate, "--rate")
     if min(rates) <= 0:
@@ -254,6 +264,9 @@ def sweep(
         out.write_text(json.dumps(rows, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if markdown:
+        typer.echo(markdown_tables(rows))
         return
     console = Console()
     if not console.is_terminal:

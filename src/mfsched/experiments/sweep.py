@@ -19,7 +19,7 @@ from ..sim.serving import Serving
 from .config import SimConfig
 from .runner import RunResult, prepare, run
 
-__all__ = ["CONTENTION_FREE", "SweepSpec", "run_sweep"]
+__all__ = ["CONTENTION_FREE", "SweepSpec", "attainment_table", "markdown_tables", "run_sweep"]
 
 CONTENTION_FREE = "no-contention"
 
@@ -91,3 +91,32 @@ def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, 
             r["scheduler"], []).append(r["slo_attainment"])
     return {k: {rate: {s: sum(v) / len(v) for s, v in per.items()} for rate, per in rates.items()}
             for k, rates in acc.items()}
+
+
+def markdown_tables(rows: Sequence[dict]) -> str:
+    """The attainment tables as Markdown (one per workload and bandwidth scale), with the
+    best real scheduler in bold and MFS's ratio to the best and the worst baseline."""
+    out = []
+    for (wl, bw), per_rate in attainment_table(rows).items():
+        cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
+        baselines = [c for c in cols if c not in ("mfs", "oracle", CONTENTION_FREE)]
+        out.append(f"**{wl}, bandwidth x{bw:g}**\n")
+        out.append("| req/s/GPU | " + " | ".join(cols) + " | mfs / best baseline | "
+                   "mfs / worst baseline |")
+        out.append("|---:|" + "---:|" * (len(cols) + 2))
+        for rate, per in sorted(per_rate.items()):
+            real = {c: v for c, v in per.items() if c != CONTENTION_FREE}
+            best = max(real.values())
+            cells = [f"**{per[c]:.3f}**" if c in real and per[c] == best else f"{per[c]:.3f}"
+                     for c in cols]
+            ratios = [_ratio(per.get("mfs"), f([per[c] for c in baselines]))
+                      for f in (max, min)] if "mfs" in per and baselines else ["", ""]
+            out.append(f"| {rate:g} | " + " | ".join(cells) + f" | {ratios[0]} | {ratios[1]} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _ratio(a: float | None, b: float) -> str:
+    if a is None:
+        return ""
+    return "inf" if b <= 0 else f"{a / b:.2f}x"
