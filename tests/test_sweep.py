@@ -45,3 +45,13 @@ def test_sweep_bad_input(args, fragment):
     res = subprocess.run([sys.executable, "-m", "mfsched.cli", "sweep", *args],
                          capture_output=True, text=True)
     assert res.returncode == 2 and fragment in res.stderr and "Traceback" not in res.stderr
+
+
+def test_markdown_tables_mark_the_best_and_ratios():
+    from mfsched.experiments.sweep import markdown_tables
+
+    rows = [{"workload": "agent", "bandwidth_scale": 1.0, "rate_per_gpu": 1.0, "scheduler": s,
+             "slo_attainment": a} for s, a in [("fs", 0.4), ("sjf", 0.5), ("mfs", 0.6),
+                                              (CONTENTION_FREE, 0.7)]]
+    text = markdown_tables(rows)
+    assert "| 1 | 0.400 | 0.500 | **0.600** | 0.700 | 1.20x | 1.50x |" in text
