@@ -55,3 +55,9 @@ def test_markdown_tables_mark_the_best_and_ratios():
                                               (CONTENTION_FREE, 0.7)]]
     text = markdown_tables(rows)
     assert "| 1 | 0.400 | 0.500 | **0.600** | 0.700 | 1.20x | 1.50x |" in text
+
+
+def test_nic_gbps_sets_the_nic_line_rate():
+    topo = runner.build_cluster(SimConfig(nic_gbps=25)).topology
+    nic = topo.link_names.index("s0.nic0.up")
+    assert topo.capacity_bps[nic] == pytest.approx(25e9 * 1448 / 1502)

@@ -40,6 +40,8 @@ def simulate(
                                                 "Default: the paper's.")] = None,
     servers: Annotated[int | None, typer.Option(
         help="Number of servers in the topology. Default: testbed 8, fattree 256.")] = None,
+    nic_gbps: Annotated[float | None, typer.Option(
+        help="Line rate of one NIC port in Gb/s. Default: testbed 100, fattree 200.")] = None,
     prefill_instances: Annotated[int | None, typer.Option(
         help="Prefill instances (decode instances match 1:1). Default: half the GPUs.")] = None,
     workload: Annotated[str, typer.Option(
@@ -105,7 +107,8 @@ def simulate(
     serving = ServingConfig(max_batched_tokens=max_batched_tokens,
                             reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
     cfg = SimConfig(scenario=scenario.lower(), model=model, tp=tp, ep=ep, sp=sp,
-                    servers=servers, prefill_instances=prefill_instances, workload=workload,
+                    servers=servers, nic_gbps=nic_gbps, prefill_instances=prefill_instances,
+                    workload=workload,
                     trace=None if trace is None else str(trace), trace_format=trace_format,
                     keep_timestamps=keep_timestamps, rate_per_gpu=rate, requests=requests,
                     warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed, num_levels=levels,

@@ -39,6 +39,7 @@ class SimConfig:
     sp: int | None = None
     prefill_instances: int | None = None  # None: half of the GPUs do prefill
     servers: int | None = None  # None: the topology's default
+    nic_gbps: float | None = None  # line rate of one NIC port; None: the topology's default
     bandwidth_scale: float = 1.0  # multiplies every link capacity (network-bound studies)
     workload: str = "agent"
     trace: str | None = None
@@ -59,7 +60,8 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         positive = {"--rate": self.rate_per_gpu, "--slo-scale": self.slo_scale,
-                    "--bandwidth-scale": self.bandwidth_scale}
+                    "--bandwidth-scale": self.bandwidth_scale,
+                    "--nic-gbps": 1.0 if self.nic_gbps is None else self.nic_gbps}
         for flag, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise UserError(f"{flag} must be a positive number, got {value}")

@@ -18,6 +18,7 @@ from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
+from ..units import gbps
 from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
 from ..workload.hardware import GPUS
@@ -78,7 +79,12 @@ def scheduler_names(spec: str) -> list[str]:
 
 def build_cluster(cfg: SimConfig) -> Cluster:
     topo_cls = TOPOLOGIES.get(cfg.scenario)
-    topo_cfg = topo_cls() if cfg.servers is None else topo_cls(servers=cfg.servers)
+    overrides = {}
+    if cfg.servers is not None:
+        overrides["servers"] = cfg.servers
+    if cfg.nic_gbps is not None:
+        overrides["nic_bps"] = gbps(cfg.nic_gbps)
+    topo_cfg = topo_cls(**overrides)
     topology = build_topology(topo_cfg)
     if cfg.bandwidth_scale != 1.0:
         topology = scale_bandwidth(topology, cfg.bandwidth_scale)
