@@ -210,7 +210,7 @@ class MFS(Policy):
                 self._prune(now_s, progress, out)
         for fid in self._new:
             if fid in self.flows:
-                self._assign(fid, now_s, progress, out, initial=True)
+                self._assign(fid, now_s, progress, out)
         self._new.clear()
         if c.promotion:
             for bid in self._boundaries:
@@ -233,7 +233,9 @@ class MFS(Policy):
             self.prio[fid] = prio
             out[fid] = prio
 
-    def _assign(self, fid, now_s, progress, out, initial=False) -> None:
+    def _assign(self, fid, now_s, progress, out) -> None:
+        """(Re)compute a flow's priority; its level only ever moves up (MonotoneLevels). Called
+        on submission, and at promotion points only when ``promotion`` is on."""
         flow = self.flows[fid]
         b = self.batches[flow.batch_id]
         c: MFSConfig = self.config
@@ -248,9 +250,7 @@ class MFS(Policy):
             rli = flow.target_layer - b.layer if (c.rli and flow.stage == Stage.KV_REUSE) else 0
             level = self.layout.early(rli)
             rank = b.rank if c.red_tiebreak else 0
-        if initial or c.promotion:
-            level = self.levels.promote(fid, level)
-        self._emit(fid, Priority(level, rank), out)
+        self._emit(fid, Priority(self.levels.promote(fid, level), rank), out)
 
     def _p2d_level(self, flow: FlowInfo, b: _Batch, now_s, progress) -> int:
         c: MFSConfig = self.config
