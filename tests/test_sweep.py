@@ -55,6 +55,8 @@ def test_markdown_tables_mark_the_best_and_ratios():
                                               (CONTENTION_FREE, 0.7)]]
     text = markdown_tables(rows)
     assert "| 1 | 0.400 | 0.500 | **0.600** | 0.700 | 1.20x | 1.50x |" in text
+    rows += [dict(r, rate_per_gpu=2.0, slo_attainment=0.0) for r in rows]
+    assert "| 2 | **0.000** | **0.000** | **0.000** | 0.000 | n/a | n/a |" in markdown_tables(rows)
 
 
 def test_nic_gbps_sets_the_nic_line_rate():

@@ -315,6 +315,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def main() -> None:
+    from .dataplane.commands import register
+
+    register(app)
     try:
         app(standalone_mode=False)
     except UserError as e:
@@ -331,6 +334,7 @@ def main() -> None:
         fmt = getattr(e, "format_message", None)
         _fail(" ".join((fmt() if fmt is not None else str(e)).split()),
               getattr(e, "exit_code", 2))
+
 
 if __name__ == "__main__":
     main()

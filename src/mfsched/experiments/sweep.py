@@ -119,4 +119,6 @@ def markdown_tables(rows: Sequence[dict]) -> str:
 def _ratio(a: float | None, b: float) -> str:
     if a is None:
         return ""
-    return "inf" if b <= 0 else f"{a / b:.2f}x"
+    if b <= 0:
+        return "n/a" if a <= 0 else "inf"  # 0 / 0: nobody meets the SLO, nothing to compare
+    return f"{a / b:.2f}x"

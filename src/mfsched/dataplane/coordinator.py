@@ -1,0 +1,293 @@
+"""The central coordinator: the RED order of batches and the pruned requests, for all daemons.
+
+Started once per run by the testbed runner (``python -m mfsched.dataplane.coordinator
+--socket PATH``); daemons connect to its Unix socket (a path in the shared filesystem, so
+daemons inside network namespaces reach it). Daemons report request and batch events (each
+event by one daemon, the one the runtime marked ``report``) and the per-port loads of the P2D
+flows they carry. On every batch arrival and departure the coordinator
+
+1. orders the live batches by their robust effective deadline (RED,
+   :func:`mfsched.policy.red.robust_effective_deadline`), and
+2. runs the feasibility check with selective pruning (:func:`mfsched.policy.red.
+   feasibility_prune`) over that order, with the same load model as the MFS policy
+   (remaining compute, early-stage bytes of the remaining layers, P2D bytes in flight and of
+   layers still to come),
+
+and pushes a ``decision`` (ranks and the full pruned set) to every daemon when it changed. A
+daemon that connects (or reconnects after the coordinator restarted) first replays its state, so
+the coordinator catches up without help from the runtime. P2D flows count with their full size
+until their completion is reported (daemons report no progress inside a flow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from ..policy.red import BatchLoad, feasibility_prune, robust_effective_deadline
+from ..policy.types import BatchInfo
+from .clock import precise_event_loop
+from .protocol import (
+    SKIP_LIMIT_BYTES,
+    FrameTooLarge,
+    ProtocolError,
+    batch_from,
+    decode_body,
+    encode,
+    error_message,
+    read_frame,
+)
+
+__all__ = ["Coordinator", "CoordinatorState", "main"]
+
+log = logging.getLogger("mfsched.coordinator")
+
+ACCEPTED = frozenset({"hello", "request", "request_done", "batch_start", "layer_start",
+                      "batch_compute_done", "batch_end", "p2d_submit", "p2d_complete"})
+
+
+@dataclass
+class _Batch:
+    info: BatchInfo
+    layer: int = 0
+    compute_done: bool = False
+    p2d_layers: dict[int, set[int]] = field(default_factory=dict)  # request -> layers emitted
+
+
+class CoordinatorState:
+    """The coordinator's view and its two computations; no I/O (unit-testable)."""
+
+    def __init__(self, drop_budget: int = 2) -> None:
+        self.drop_budget = drop_budget
+        self.run_id = ""
+        self.requests: dict[int, float] = {}  # request -> deadline (model s)
+        self.batches: dict[int, _Batch] = {}
+        self.p2d: dict[tuple[int, int], tuple[int, int, dict[int, float]]] = {}
+        self.capacity: dict[int, float] = {}  # port -> bytes/s
+        self.ranks: dict[int, int] = {}
+        self.pruned: set[int] = set()
+        self.version = 0
+
+    def reset(self, run_id: str) -> None:
+        self.__init__(self.drop_budget)
+        self.run_id = run_id
+
+    def apply(self, msg: dict, server: int) -> bool:
+        """Update the view; True if the order and pruning must be recomputed."""
+        kind = msg["type"]
+        if kind == "request":
+            self.requests[msg["request_id"]] = msg["arrival_s"] + msg["slo_s"]
+        elif kind == "request_done":
+            self.requests.pop(msg["request_id"], None)
+            self.pruned.discard(msg["request_id"])
+        elif kind == "batch_start":
+            info = batch_from(msg)
+            if info.batch_id in self.batches:
+                return False
+            self.batches[info.batch_id] = _Batch(info)
+            for port, bps in info.port_capacity_bps.items():
+                self.capacity[port] = bps / 8
+            return True
+        elif kind == "layer_start":
+            b = self.batches.get(msg["batch_id"])
+            if b is not None:
+                b.layer = max(b.layer, msg["layer"])
+        elif kind == "batch_compute_done":
+            b = self.batches.get(msg["batch_id"])
+            if b is not None:
+                b.compute_done = True
+        elif kind == "batch_end":
+            return self.batches.pop(msg["batch_id"], None) is not None
+        elif kind == "p2d_submit":
+            key = (msg["flow_id"], server)
+            self.p2d[key] = (msg["request_id"], msg["batch_id"], dict(msg["port_bytes"]))
+            b = self.batches.get(msg["batch_id"])
+            if b is not None:
+                b.p2d_layers.setdefault(msg["request_id"], set()).add(msg["layer"])
+        elif kind == "p2d_complete":
+            self.p2d.pop((msg["flow_id"], server), None)
+        return False
+
+    def recompute(self, now_s: float) -> bool:
+        """New RED ranks and pruning; True if the decision changed."""
+        def red(b: _Batch) -> float:
+            ds = [self.requests[r] for r in b.info.request_ids if r in self.requests]
+            return robust_effective_deadline(ds or [float("inf")])
+
+        ordered = sorted(self.batches.values(), key=lambda b: (red(b), b.info.batch_id))
+        ranks = {b.info.batch_id: i for i, b in enumerate(ordered)}
+        victims = feasibility_prune(self._loads(ordered, now_s), self.capacity, now_s,
+                                    self.drop_budget) if self.drop_budget else []
+        changed = ranks != self.ranks or bool(set(victims) - self.pruned)
+        self.ranks = ranks
+        self.pruned |= set(victims)
+        if changed:
+            self.version += 1
+        return changed
+
+    def _loads(self, ordered: list[_Batch], now_s: float) -> list[BatchLoad]:
+        in_flight: dict[tuple[int, int], dict[int, float]] = {}
+        for rid, bid, ports in self.p2d.values():
+            acc = in_flight.setdefault((bid, rid), {})
+            for port, size in ports.items():
+                acc[port] = acc.get(port, 0.0) + size
+        loads = []
+        for b in ordered:
+            info = b.info
+            left = 0 if b.compute_done else info.num_layers - b.layer
+            early = {port: size * left for port, size in info.early_port_bytes.items()}
+            prunable = {}
+            for rid in info.request_ids:
+                if rid not in self.requests or rid in self.pruned or \
+                        rid not in info.p2d_port_bytes:
+                    continue
+                load = dict(in_flight.get((info.batch_id, rid), {}))
+                if not b.compute_done:
+                    future = info.num_layers - len(b.p2d_layers.get(rid, ()))
+                    for port, size in info.p2d_port_bytes[rid].items():
+                        load[port] = load.get(port, 0.0) + size * future
+                prunable[rid] = load
+            deadlines = [self.requests[r] for r in info.request_ids if r in self.requests]
+            if deadlines:
+                loads.append(BatchLoad(info.batch_id, deadlines,
+                                       now_s + left * info.layer_compute_s, early, prunable))
+        return loads
+
+    def decision(self) -> dict:
+        return {"type": "decision", "ranks": [[b, r] for b, r in self.ranks.items()],
+                "pruned": sorted(self.pruned), "epoch": self.version}
+
+
+class Coordinator:
+    def __init__(self, socket_path: str, drop_budget: int = 2) -> None:
+        self.socket_path = socket_path
+        self.state = CoordinatorState(drop_budget)
+        self.daemons: dict[asyncio.StreamWriter, int] = {}
+        self.epoch_s = 0.0
+        self.time_scale = 1.0
+        self.stats = {"messages": 0, "errors": 0, "decisions": 0, "connects": 0}
+        self._stopped: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        self._server = await asyncio.start_unix_server(self._client, self.socket_path,
+                                                       limit=SKIP_LIMIT_BYTES)
+        log.info("coordinator listening on %s", self.socket_path)
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            self._server.close()
+            for w in list(self.daemons):
+                w.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    def request_stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def now_s(self) -> float:
+        return (self.loop.time() - self.epoch_s) / self.time_scale
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server = -1
+        try:
+            while True:
+                try:
+                    body = await read_frame(reader)
+                    if body is None:
+                        break
+                    msg = decode_body(body, ACCEPTED)
+                except FrameTooLarge as e:
+                    self._reject(writer, str(e))
+                    if e.length > SKIP_LIMIT_BYTES:
+                        break
+                    continue
+                except ProtocolError as e:
+                    self._reject(writer, str(e))
+                    if "stream ended" in str(e):
+                        break
+                    continue
+                self.stats["messages"] += 1
+                if msg["type"] == "hello":
+                    server = self._hello(msg, writer)
+                    continue
+                if server < 0:
+                    self._reject(writer, "send hello first")
+                    continue
+                if self.state.apply(msg, server) and self.state.recompute(self.now_s()):
+                    self._broadcast()
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:  # shutting down (Python 3.11 would log it otherwise)
+            pass
+        finally:
+            self.daemons.pop(writer, None)
+            writer.close()
+
+    def _hello(self, msg: dict, writer: asyncio.StreamWriter) -> int:
+        if msg["run_id"] and msg["run_id"] != self.state.run_id:
+            log.info("new run %s", msg["run_id"])
+            self.state.reset(msg["run_id"])
+        self.epoch_s = msg.get("epoch_s", self.epoch_s)
+        self.time_scale = msg.get("time_scale", self.time_scale)
+        server = msg.get("server", 0)
+        self.daemons[writer] = server
+        self.stats["connects"] += 1
+        writer.write(encode(self.state.decision()))
+        return server
+
+    def _reject(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        self.stats["errors"] += 1
+        log.warning("rejected a message: %s", reason)
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            writer.write(encode(error_message(reason)))
+
+    def _broadcast(self) -> None:
+        self.stats["decisions"] += 1
+        frame = encode(self.state.decision())
+        for w in list(self.daemons):
+            try:
+                w.write(frame)
+            except (ConnectionError, OSError, RuntimeError):
+                self.daemons.pop(w, None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m mfsched.dataplane.coordinator",
+                                description="MFS coordinator: RED order and pruning")
+    p.add_argument("--socket", required=True)
+    p.add_argument("--drop-budget", type=int, default=2)
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level, stream=sys.stderr,
+                        format="%(asctime)s coordinator %(levelname)s %(message)s")
+    coord = Coordinator(a.socket, a.drop_budget)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, coord.request_stop)
+        await coord.serve_forever()
+
+    loop = precise_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Harness for data-plane tests: in-process daemons on a background event loop, a blocking
+control-socket client, and the netns gate (root + a kernel with namespaces, veth, bridge, HTB)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from mfsched.dataplane import protocol
+from mfsched.dataplane.coordinator import Coordinator
+from mfsched.dataplane.daemon import Daemon, DaemonConfig
+from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
+
+
+class Client:
+    """A blocking client of a daemon's (or the coordinator's) Unix socket."""
+
+    def __init__(self, path: str, timeout_s: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(path)
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(protocol.encode(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> dict:
+        (n,) = struct.unpack("!I", self._exact(4))
+        return protocol.decode_body(self._exact(n))
+
+    def recv_type(self, kind: str, limit: int = 100_000) -> dict:
+        for _ in range(limit):
+            msg = self.recv()
+            if msg["type"] == kind:
+                return msg
+        raise AssertionError(f"no {kind} message")
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            part = self.sock.recv(n - len(buf))
+            if not part:
+                raise ConnectionError("closed")
+            buf += part
+        return buf
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class MemoryCluster:
+    """n daemons (and optionally a coordinator) with in-memory transports, on one background
+    event loop. Addresses are m.<server>.<10+nic>."""
+
+    def __init__(self, tmp: Path, servers: int, nics: int = 1, gpus_per_server: int = 4,
+                 coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fabric = MemoryFabric(delay_s)
+        self.coord_path = str(tmp / "coord.sock") if coordinator else None
+        self.coordinator = Coordinator(self.coord_path) if coordinator else None
+        self.paths = [str(tmp / f"d{h}.sock") for h in range(servers)]
+        self.daemons = [
+            Daemon(DaemonConfig(h, self.paths[h], nics=nics, gpus_per_server=gpus_per_server,
+                                address_base="m", pcie_bytes_per_s=pcie,
+                                coordinator_path=self.coord_path),
+                   lambda addrs, ev: MemoryTransport(self.fabric, addrs, ev))
+            for h in range(servers)]
+        if self.coordinator is not None:
+            self.call(self.coordinator.start())
+        for d in self.daemons:
+            self.call(d.start())
+
+    def call(self, coro, timeout_s: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        async def stop():
+            for d in self.daemons:
+                await d.stop()
+            if self.coordinator is not None:
+                self.coordinator._server.close()
+                for w in list(self.coordinator.daemons):
+                    w.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        self.call(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def memory_cluster(tmp_path):
+    made: list[MemoryCluster] = []
+
+    def make(**kw) -> MemoryCluster:
+        c = MemoryCluster(tmp_path, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+_NETNS_REASON: list[str | None] = []
+
+
+def netns_unavailable() -> str | None:
+    if not _NETNS_REASON:
+        from mfsched.dataplane.netns import have_netns
+
+        _NETNS_REASON.append(have_netns())
+    return _NETNS_REASON[0]
+
+
+@pytest.fixture
+def netns_ok():
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
