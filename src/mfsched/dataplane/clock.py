@@ -12,9 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import signal
+from typing import Protocol
 
-__all__ = ["precise_event_loop"]
+__all__ = ["precise_event_loop", "serve_until_signalled"]
 
 
 def precise_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+
+class _Server(Protocol):
+    async def serve_forever(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+def serve_until_signalled(server: _Server) -> None:
+    """Run a daemon or the coordinator on a precise loop until SIGTERM or SIGINT."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        await server.serve_forever()
+
+    loop = precise_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()

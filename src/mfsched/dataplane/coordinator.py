@@ -26,13 +26,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 
 from ..policy.red import BatchLoad, feasibility_prune, robust_effective_deadline
 from ..policy.types import BatchInfo
-from .clock import precise_event_loop
+from .clock import serve_until_signalled
 from .protocol import (
     SKIP_LIMIT_BYTES,
     FrameTooLarge,
@@ -275,18 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s coordinator %(levelname)s %(message)s")
     coord = Coordinator(a.socket, a.drop_budget)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, coord.request_stop)
-        await coord.serve_forever()
-
-    loop = precise_event_loop()
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
+    serve_until_signalled(coord)
 
 
 if __name__ == "__main__":

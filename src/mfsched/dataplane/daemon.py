@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from ..policy import Priority, Stage, make_policy
 from ..policy.base import Policy
 from ..policy.types import FlowInfo
 from ..sim.allocation import priority_key
-from .clock import precise_event_loop
+from .clock import serve_until_signalled
 from .pcie import PcieLanes
 from .protocol import (
     SKIP_LIMIT_BYTES,
@@ -714,18 +713,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format=f"%(asctime)s daemon{cfg.server} %(levelname)s %(message)s")
     daemon = Daemon(cfg)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.request_stop)
-        await daemon.serve_forever()
-
-    loop = precise_event_loop()
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
+    serve_until_signalled(daemon)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ deleted in a ``finally``; ``mfsched net clean`` removes leftovers of a killed ru
 
 What is emulated and how (see ``docs/dataplane.md``): each server is one
 namespace with one veth per NIC (2 per server); GPU g uses NIC (g mod 4) // 2 as in the
-simulator. Intra-server members (PCIe in the simulator) stay inside the daemon and complete
-after bytes / (scaled PCIe rate), without contention. Decode instances are the receiving
+simulator. Intra-server members (PCIe in the simulator) stay inside the daemon, which shares its
+GPUs' PCIe links among them as the simulator does (:mod:`.pcie`). Decode instances are the receiving
 daemons: they verify and acknowledge KV bytes; the first token is the serving logic's P2D
 completion plus the decode step, as in the simulator.
 """

@@ -100,7 +100,11 @@ def markdown_tables(rows: Sequence[dict]) -> str:
     for (wl, bw), per_rate in attainment_table(rows).items():
         cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
         baselines = [c for c in cols if c not in ("mfs", "oracle", CONTENTION_FREE)]
-        out.append(f"**{wl}, bandwidth x{bw:g}**\n")
+        seeds = sorted({r.get("seed", 0) for r in rows
+                        if (r["workload"], r["bandwidth_scale"]) == (wl, bw)})
+        what = f"seed {seeds[0]}" if len(seeds) == 1 else \
+            f"mean of seeds {', '.join(map(str, seeds))}"
+        out.append(f"**{wl}, bandwidth x{bw:g}** ({what})\n")
         out.append("| req/s/GPU | " + " | ".join(cols) + " | mfs / best baseline | "
                    "mfs / worst baseline |")
         out.append("|---:|" + "---:|" * (len(cols) + 2))
