@@ -13,17 +13,16 @@ over seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
+
+from _report import save
 
 from mfsched.experiments.config import SimConfig
 from mfsched.experiments.runner import prepare, run_scheduler
 from mfsched.experiments.sweep import CONTENTION_FREE, _run_job
 
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- BEGIN ablation -->", "<!-- END ablation -->"
 VARIANTS = {
     "mfs (all mechanisms)": {},
     "no RLI": {"rli": "false"},
@@ -65,16 +64,7 @@ def main() -> None:
             return statistics.mean(r[key] for r in rows)
         lines.append(f"| {label} | {mean('slo_attainment'):.3f} | "
                      f"{1e3 * mean('ttft_mean_s'):.0f} | {1e3 * mean('stage2_cct_mean_s'):.2f} |")
-    text = "\n".join(lines)
-    print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
-    if args.write:
-        doc = args.write.read_text()
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        args.write.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+    save("ablation", results, "\n".join(lines), args.write, "ablation")
 
 
 if __name__ == "__main__":

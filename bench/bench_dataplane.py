@@ -1,6 +1,6 @@
 """Data-plane benchmark on the emulated fabric: goodput, priority isolation, promotion delay.
 
-    sudo python bench/bench_dataplane.py [--repeat 3] [--rate-mbps 200] [--out FILE]
+    sudo python bench/bench_dataplane.py [--repeat 3] [--rate-mbps 200] [--write FILE]
 
 Builds a 3-host fabric (:mod:`mfsched.dataplane.netns`: one switch namespace with a bridge,
 strict-priority HTB on every NIC uplink and switch port), starts real daemons in the host
@@ -25,13 +25,13 @@ segments carry exactly that much payload).
    chunks (default) and without. Without them the chunks already queued in the low class wait
    for the competitor to finish (ns-3 scenario e1); with them only the next chunk matters.
 
-Results go to ``bench/results/dataplane.json`` (or ``--out``) and are printed.
+Results are printed, go to ``bench/results/dataplane.json`` and, with ``--write FILE``, replace
+the bench-dataplane section of a Markdown file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from _report import save  # noqa: E402
 
 from mfsched.dataplane import protocol  # noqa: E402
 from mfsched.dataplane.engine import Placement  # noqa: E402
@@ -202,7 +204,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rate-mbps", type=float, default=200.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dataplane.json")
+    ap.add_argument("--write", type=Path, help="replace the bench-dataplane section of this "
+                                               "Markdown file")
     a = ap.parse_args()
     rate = a.rate_mbps * 1e6
     lay = layout(rate)
@@ -227,22 +230,29 @@ def main() -> None:
         "promotion_without_copies": _median(runs["promotion_without_copies"]),
         "runs": runs,
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
-    g, h = result["goodput_fraction"], result["high_priority_share"]
-    p1, p0 = result["promotion_with_copies"], result["promotion_without_copies"]
-    print(f"link {a.rate_mbps:g} Mbit/s payload, MTU 9000, medians of {a.repeat} runs")
-    print(f"goodput: one flow {g['single_flow']:.1%}, four flows {g['four_flows']:.1%} "
-          "of the link (target >= 90%)")
-    print(f"isolation: high-priority flow gets {h['same_host']:.1%} (same host), "
-          f"{h['incast']:.1%} (incast at the switch) of the link (target >= 90%)")
-    print(f"promotion: first 64 KB at the new priority after "
-          f"{1e3 * p1['first_64k_after_promotion_s']:.1f} ms; completion "
-          f"{1e3 * p1['promotion_delay_s']:+.1f} ms from ideal with copies of starved chunks "
-          f"({p1['chunks_copied']:.0f} copied), {1e3 * p0['promotion_delay_s']:+.1f} ms without "
-          f"(remaining bytes alone: {1e3 * p1['remaining_alone_s']:.0f} ms)")
-    print(f"written to {a.out}")
+    save("dataplane", result, _markdown(result), a.write, "bench-dataplane")
 
+
+def _markdown(r: dict) -> str:
+    g, h = r["goodput_fraction"], r["high_priority_share"]
+    p1, p0 = r["promotion_with_copies"], r["promotion_without_copies"]
+    rows = [
+        ("goodput, one 25 MB flow, fraction of the link's payload rate",
+         f"{g['single_flow']:.1%}", ">= 90%"),
+        ("goodput, four 8 MB flows in parallel", f"{g['four_flows']:.1%}", ">= 90%"),
+        ("high-priority share of the link against a saturating low-priority flow, same sender "
+         "(host HTB)", f"{h['same_host']:.1%}", ">= 90%"),
+        ("the same, incast from two hosts (switch-port HTB)", f"{h['incast']:.1%}", ">= 90%"),
+        ("promotion: from layer_start to 64 KB more delivered, with copies of starved chunks",
+         f"{1e3 * p1['first_64k_after_promotion_s']:.1f} ms", ""),
+        ("promotion delay (completion minus the time the rest needs alone), with copies",
+         f"{1e3 * p1['promotion_delay_s']:.1f} ms", ""),
+        ("promotion delay without copies (chunks stuck in the low class, ns-3 e1)",
+         f"{1e3 * p0['promotion_delay_s']:.0f} ms", ""),
+    ]
+    return "\n".join([f"Links of {r['link_payload_mbps']:g} Mbit/s payload, MTU {r['mtu']}.", "",
+                      f"| figure | median of {r['repeats']} | target |", "|---|---:|---:|"]
+                     + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 if __name__ == "__main__":
     main()

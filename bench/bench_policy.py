@@ -17,16 +17,15 @@ Fair sharing, the cheapest possible policy, runs in the same process as the refe
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from pathlib import Path
 
+from _report import save
+
 from mfsched.policy import BatchInfo, FlowInfo, RequestInfo, Stage, make_policy
 
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- BEGIN bench-policy -->", "<!-- END bench-policy -->"
 PORTS = 256
 LAYERS = 32
 
@@ -138,16 +137,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['policy']} | {r['active_flows']:,} | {r['new_flow_us']:.1f} | "
                      f"{r['layer_boundary_us']:.1f} | {r['batch_arrival_us']:.1f} |")
-    text = "\n".join(lines)
-    print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_policy.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if args.write:
-        doc = args.write.read_text()
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        args.write.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+    save("bench_policy", rows, "\n".join(lines), args.write, "bench-policy")
 
 
 if __name__ == "__main__":

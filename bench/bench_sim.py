@@ -31,8 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- BEGIN bench-sim -->", "<!-- END bench-sim -->"
+from _report import save
 
 
 def _reference_s() -> float:
@@ -118,16 +117,7 @@ def main() -> None:
         return
     names = [args.only] if args.only else ["default", "paper"]
     results = [_median_run(n, args.repeat if n == "default" else 1) for n in names]
-    text = _markdown(results)
-    print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_sim.json").write_text(json.dumps(results, indent=2) + "\n")
-    if args.write:
-        doc = args.write.read_text()
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        args.write.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+    save("bench_sim", results, _markdown(results), args.write, "bench-sim")
 
 
 if __name__ == "__main__":

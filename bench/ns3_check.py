@@ -19,16 +19,16 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from collections import deque
 from pathlib import Path
+
+from _report import save
 
 from mfsched.sim.replay import ReplayFlow, replay
 from mfsched.sim.topology import TCP_GOODPUT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NS3REF = ROOT.parent / "shared" / "tools" / "ns3ref"
-BEGIN, END = "<!-- BEGIN ns3-check -->", "<!-- END ns3-check -->"
 
 
 def _topology(scn: dict):
@@ -127,16 +127,7 @@ def main() -> None:
             lines.append(f"| {scn_path.stem} | {qdisc} | {len(keys)} | {r_med:.1%} / {r_max:.1%} "
                          f"| {h_med:.1%} / {h_max:.1%} | {l_med:.1%} / {l_max:.1%} |")
             print(lines[-1])
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "ns3_check.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if args.write and summary:
-        text = args.write.read_text()
-        if BEGIN not in text:
-            sys.exit(f"{args.write} has no {BEGIN} marker")
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        args.write.write_text(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
+    save("ns3_check", summary, "\n".join(lines), args.write if summary else None, "ns3-check")
 
 
 if __name__ == "__main__":
