@@ -101,7 +101,7 @@ def test_malformed_and_oversized_control_messages_are_rejected(tmp_path):
         c.send_raw(b"\x00\x00\x00\x03abc")
         assert "not valid UTF-8 JSON" in c.recv_type("error")["reason"]
         c.send({"type": "submit", "flow_id": "x"})
-        assert "submit.flow_id: expected an integer" in c.recv_type("error")["reason"]
+        assert "submit.flow_id: input should be a valid integer" in c.recv_type("error")["reason"]
         big = protocol.MAX_MESSAGE_BYTES * 2
         c.send_raw(big.to_bytes(4, "big") + b"a" * big)
         assert "exceeds" in c.recv_type("error")["reason"]

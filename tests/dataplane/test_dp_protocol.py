@@ -38,12 +38,15 @@ def test_policy_types_round_trip():
     ([1, 2], "must be a JSON object"),
     ({"type": "nope"}, "unknown message type 'nope'"),
     ({"type": "layer_start", "batch_id": 1}, "layer_start.layer: missing"),
-    ({"type": "layer_start", "batch_id": -1, "layer": 0}, "layer_start.batch_id: expected an "
-                                                          "integer"),
-    ({"type": "layer_start", "batch_id": True, "layer": 0}, "expected an integer"),
+    ({"type": "layer_start", "batch_id": -1, "layer": 0},
+     "layer_start.batch_id: input should be greater than or equal to 0, got -1"),
+    ({"type": "layer_start", "batch_id": True, "layer": 0}, "should be a valid integer, got True"),
+    ({"type": "layer_start", "batch_id": "1", "layer": 0}, "should be a valid integer, got '1'"),
     ({"type": "layer_start", "batch_id": 1, "layer": 0, "extra": 1}, "unknown field(s) extra"),
     ({"type": "request", "request_id": 1, "arrival_s": "x", "slo_s": 1, "input_tokens": 3},
-     "request.arrival_s: expected a number"),
+     "request.arrival_s: input should be a valid number"),
+    ({"type": "request", "request_id": 1, "arrival_s": 0, "slo_s": 1, "input_tokens": 3,
+      "report": 1}, "request.report: input should be a valid boolean"),
     ({"type": "stats", "x": 1}, "unknown field(s) x"),
 ])
 def test_schema_rejections_name_the_field(obj, fragment):
@@ -57,7 +60,7 @@ def test_member_lists_are_checked_item_by_item():
                     0.0)
     msg = p.flow_msg(flow, [(0, 1, 2, 10.0)])
     msg["local"] = [[0, 1, 2, -5.0]]
-    with pytest.raises(p.ProtocolError, match=r"submit\.local\[0\]\[3\]: expected a number"):
+    with pytest.raises(p.ProtocolError, match=r"submit\.local\[0\]\[3\]: input should be greater"):
         p.validate(msg)
 
 

@@ -6,7 +6,8 @@ bytes between daemons) has its own binary framing in :mod:`mfsched.dataplane.tra
 
 Rules: a frame carries at most :data:`MAX_MESSAGE_BYTES` of UTF-8 JSON; the top level is an
 object with a ``type`` from :data:`SCHEMAS`; every field is checked (type, range, length of
-lists) and unknown fields are refused, so a typo never passes silently. Problems raise
+lists; one pydantic model per type) and unknown fields are refused, so a typo never passes
+silently. Problems raise
 :class:`ProtocolError` with a reason that names the field. Servers answer a bad message with an
 ``error`` message and keep the connection (the framing is intact); an oversized frame is
 answered and its payload skipped when that is cheap, otherwise the connection is closed.
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
 
@@ -59,163 +60,175 @@ class FrameTooLarge(ProtocolError):
         self.length = length
 
 
-# --- field checkers ------------------------------------------------------------------------------
-
-Check = Callable[[Any, str], Any]
-
-
-def _fail(path: str, want: str, got: Any) -> ProtocolError:
-    text = repr(got)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return ProtocolError(f"{path}: expected {want}, got {text}")
+# --- the schema: one pydantic model per message type ---------------------------------------------
+#
+# Every scalar is strict (no "5" for 5, no true for 1); numbers are finite unless said; lists
+# have a length limit; unknown fields are refused (extra="forbid").
 
 
-def Int(lo: int = 0, hi: int = 2**62) -> Check:
-    def check(v: Any, path: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise _fail(path, f"an integer in [{lo}, {hi}]", v)
-        return v
-    return check
+def _int(lo: int = 0, hi: int = 2**62) -> Any:
+    return Annotated[int, Field(strict=True, ge=lo, le=hi)]
 
 
-def Num(lo: float = 0.0, hi: float = 1e18, inf_ok: bool = False) -> Check:
-    def check(v: Any, path: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise _fail(path, "a number", v)
-        f = float(v)
-        if math.isnan(f) or (math.isinf(f) and not inf_ok) or not (lo <= f <= hi or
-                                                                    (inf_ok and math.isinf(f))):
-            raise _fail(path, f"a number in [{lo:g}, {hi:g}]", v)
-        return f
-    return check
+def _num(lo: float = 0.0, hi: float = 1e18) -> Any:
+    return Annotated[float, Field(strict=True, ge=lo, le=hi, allow_inf_nan=False)]
 
 
-def Str(max_len: int = 256) -> Check:
-    def check(v: Any, path: str) -> str:
-        if not isinstance(v, str) or len(v) > max_len:
-            raise _fail(path, f"a string of at most {max_len} characters", v)
-        return v
-    return check
+def _str(max_len: int) -> Any:
+    return Annotated[str, Field(strict=True, max_length=max_len)]
 
 
-def Bool() -> Check:
-    def check(v: Any, path: str) -> bool:
-        if not isinstance(v, bool):
-            raise _fail(path, "true or false", v)
-        return v
-    return check
+def _list(item: Any, max_len: int) -> Any:
+    return Annotated[list[item], Field(max_length=max_len)]
 
 
-def Opt(inner: Check) -> Check:
-    def check(v: Any, path: str) -> Any:
-        return None if v is None else inner(v, path)
-    return check
+_ID = _int()
+_TIME = _num(-1e9, 1e12)
+_BYTES = _num(0.0, 1e15)
+_LAYER = _int(0, 100_000)
+_LEVEL = _int(0, 1 << 16)
+_BOOL = Annotated[bool, Field(strict=True)]
+_PORTS = _list(tuple[_int(0, 2**31), _BYTES], 4096)  # [[port, bytes], ...]
+_MEMBER = tuple[_int(0, 65535), _int(0, 1 << 20), _int(0, 1 << 20), _BYTES]  # index, src, dst, B
+_SLO = Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=True)]  # inf: no SLO
 
 
-def ListOf(inner: Check, max_len: int = 100_000) -> Check:
-    def check(v: Any, path: str) -> list:
-        if not isinstance(v, list) or len(v) > max_len:
-            raise _fail(path, f"a list of at most {max_len} items", v)
-        return [inner(x, f"{path}[{i}]") for i, x in enumerate(v)]
-    return check
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def Tuple(*items: Check) -> Check:
-    def check(v: Any, path: str) -> tuple:
-        if not isinstance(v, list) or len(v) != len(items):
-            raise _fail(path, f"a list of {len(items)} items", v)
-        return tuple(c(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v, strict=True)))
-    return check
+class _Reported(_Message):
+    report: _BOOL = False  # the daemon that should forward this event to the coordinator
 
 
-def OneOf(*choices: str) -> Check:
-    def check(v: Any, path: str) -> str:
-        if v not in choices:
-            raise _fail(path, f"one of {', '.join(choices)}", v)
-        return v
-    return check
+class Hello(_Message):
+    role: Literal["driver", "daemon", "probe"]
+    run_id: _str(64)
+    server: _int(0, 1 << 16) = 0
+    scheduler: _str(64) = "fs"
+    num_levels: _int(1, 64) = 8
+    options: _list(tuple[_str(64), _str(256)], 64) = []
+    epoch_s: _num(0.0, 1e12) = 0.0
+    time_scale: _num(1e-6, 1e6) = 1.0
+    byte_scale: _num(1e-6, 1e9) = 1.0
+    coordinated: _BOOL = False
 
 
-# --- the schema -----------------------------------------------------------------------------------
-
-_ID = Int()
-_TIME = Num(-1e9, 1e12)
-_BYTES = Num(0.0, 1e15)
-_PORTS = ListOf(Tuple(Int(0, 2**31), _BYTES), 4096)  # [[port, bytes], ...]
-_MEMBER = Tuple(Int(0, 65535), Int(0, 1 << 20), Int(0, 1 << 20), _BYTES)  # index, src, dst, B
-_LEVEL = Int(0, 1 << 16)
-_RANK = Int(-(2**62), 2**62)
+class Request(_Reported):
+    request_id: _ID
+    arrival_s: _TIME
+    slo_s: _SLO
+    input_tokens: _int(0, 1 << 30)
 
 
-@dataclass(frozen=True)
-class Field:
-    check: Check
-    required: bool = True
+class RequestDone(_Reported):
+    request_id: _ID
 
 
-def _f(check: Check, required: bool = True) -> Field:
-    return Field(check, required)
+class BatchStart(_Reported):
+    batch_id: _ID
+    instance: _int(0, 1 << 20)
+    request_ids: _list(_ID, 65536)
+    num_layers: _int(1, 100_000)
+    start_s: _TIME
+    layer_compute_s: _num(0.0, 1e6)
+    p2d_port_bytes: _list(tuple[_ID, _PORTS], 65536) = []
+    early_port_bytes: _PORTS = []
+    port_capacity_bps: _PORTS = []
 
 
-_REQUEST = {"request_id": _f(_ID), "arrival_s": _f(_TIME), "slo_s": _f(Num(0, 1e9, True)),
-            "input_tokens": _f(Int(0, 1 << 30)), "report": _f(Bool(), False)}
-_BATCH = {
-    "batch_id": _f(_ID), "instance": _f(Int(0, 1 << 20)), "request_ids": _f(ListOf(_ID, 65536)),
-    "num_layers": _f(Int(1, 100_000)), "start_s": _f(_TIME), "layer_compute_s": _f(Num(0, 1e6)),
-    "p2d_port_bytes": _f(ListOf(Tuple(_ID, _PORTS), 65536), False),
-    "early_port_bytes": _f(_PORTS, False),
-    "port_capacity_bps": _f(_PORTS, False),
-    "report": _f(Bool(), False),
-}
-_FLOW = {
-    "flow_id": _f(_ID), "stage": _f(Int(1, 3)), "batch_id": _f(_ID),
-    "request_ids": _f(ListOf(_ID, 65536)), "layer": _f(Int(0, 100_000)),
-    "target_layer": _f(Int(0, 100_000)), "size_bytes": _f(_BYTES), "total_bytes": _f(_BYTES),
-    "members": _f(Int(1, 1 << 20)), "port_bytes": _f(_PORTS), "bottleneck_bps": _f(Num(0, 1e15)),
-    "deadline_s": _f(Opt(_TIME)), "submit_s": _f(_TIME),
-    "local": _f(ListOf(_MEMBER, 65536)),  # this daemon's members: [index, src_gpu, dst_gpu, B]
-}
-_BATCH_REF = {"batch_id": _f(_ID), "report": _f(Bool(), False)}
+class LayerStart(_Reported):
+    batch_id: _ID
+    layer: _LAYER
 
-SCHEMAS: dict[str, dict[str, Field]] = {
+
+class BatchRef(_Reported):
+    batch_id: _ID
+
+
+class Submit(_Message):
+    flow_id: _ID
+    stage: _int(1, 3)
+    batch_id: _ID
+    request_ids: _list(_ID, 65536)
+    layer: _LAYER
+    target_layer: _LAYER
+    size_bytes: _BYTES
+    total_bytes: _BYTES
+    members: _int(1, 1 << 20)
+    port_bytes: _PORTS
+    bottleneck_bps: _num(0.0, 1e15)
+    deadline_s: _TIME | None
+    submit_s: _TIME
+    local: _list(_MEMBER, 65536)  # this daemon's members: [index, src_gpu, dst_gpu, bytes]
+
+
+class Empty(_Message):
+    pass
+
+
+class Welcome(_Message):
+    server: _int(0, 1 << 16)
+    pid: _int(0, 1 << 31)
+    run_id: _str(64)
+
+
+class Completion(_Message):
+    flow_id: _ID
+    first_level: _LEVEL
+    last_level: _LEVEL
+    bytes: _BYTES
+
+
+class Pruned(_Message):
+    request_ids: _list(_ID, 1 << 20)
+
+
+class StatsReply(_Message):
+    stats: _list(tuple[_str(64), _num(-1e18, 1e18)], 256)
+
+
+class Error(_Message):
+    reason: _str(1024)
+    in_reply_to: _str(64) | None = None
+
+
+class P2dSubmit(_Message):
+    flow_id: _ID
+    request_id: _ID
+    batch_id: _ID
+    layer: _LAYER
+    port_bytes: _PORTS
+
+
+class P2dComplete(_Message):
+    flow_id: _ID
+
+
+class Decision(_Message):
+    ranks: _list(tuple[_ID, _int(0, 1 << 30)], 1 << 20)
+    pruned: _list(_ID, 1 << 20)
+    epoch: _int(0, 2**62)
+
+
+SCHEMAS: dict[str, type[_Message]] = {
     # driver (runtime) -> daemon
-    "hello": {"role": _f(OneOf("driver", "daemon", "probe")), "run_id": _f(Str(64)),
-              "server": _f(Int(0, 1 << 16), False), "scheduler": _f(Str(64), False),
-              "num_levels": _f(Int(1, 64), False),
-              "options": _f(ListOf(Tuple(Str(64), Str(256)), 64), False),
-              "epoch_s": _f(Num(0, 1e12), False), "time_scale": _f(Num(1e-6, 1e6), False),
-              "byte_scale": _f(Num(1e-6, 1e9), False), "coordinated": _f(Bool(), False)},
-    "request": _REQUEST,
-    "request_done": {"request_id": _f(_ID), "report": _f(Bool(), False)},
-    "batch_start": _BATCH,
-    "layer_start": {"batch_id": _f(_ID), "layer": _f(Int(0, 100_000)),
-                    "report": _f(Bool(), False)},
-    "batch_compute_done": _BATCH_REF,
-    "batch_end": _BATCH_REF,
-    "submit": _FLOW,
-    "stats": {},
-    "shutdown": {},
+    "hello": Hello, "request": Request, "request_done": RequestDone, "batch_start": BatchStart,
+    "layer_start": LayerStart, "batch_compute_done": BatchRef, "batch_end": BatchRef,
+    "submit": Submit, "stats": Empty, "shutdown": Empty,
     # daemon -> driver
-    "welcome": {"server": _f(Int(0, 1 << 16)), "pid": _f(Int(0, 1 << 31)),
-                "run_id": _f(Str(64))},
-    "completion": {"flow_id": _f(_ID), "first_level": _f(_LEVEL), "last_level": _f(_LEVEL),
-                   "bytes": _f(_BYTES)},
-    "pruned": {"request_ids": _f(ListOf(_ID, 1 << 20))},
-    "stats_reply": {"stats": _f(ListOf(Tuple(Str(64), Num(-1e18, 1e18)), 256))},
-    "error": {"reason": _f(Str(1024)), "in_reply_to": _f(Opt(Str(64)), False)},
+    "welcome": Welcome, "completion": Completion, "pruned": Pruned, "stats_reply": StatsReply,
+    "error": Error,
     # daemon -> coordinator
-    "p2d_submit": {"flow_id": _f(_ID), "request_id": _f(_ID), "batch_id": _f(_ID),
-                   "layer": _f(Int(0, 100_000)), "port_bytes": _f(_PORTS)},
-    "p2d_complete": {"flow_id": _f(_ID)},
+    "p2d_submit": P2dSubmit, "p2d_complete": P2dComplete,
     # coordinator -> daemons
-    "decision": {"ranks": _f(ListOf(Tuple(_ID, Int(0, 1 << 30)), 1 << 20)),
-                 "pruned": _f(ListOf(_ID, 1 << 20)), "epoch": _f(Int(0, 2**62))},
+    "decision": Decision,
 }
 
 
 def validate(obj: Any, accept: frozenset[str] | None = None) -> dict:
-    """Check a decoded message against its schema; returns it with numbers normalised."""
+    """Check a decoded message against its schema; returns it with numbers normalised (fields
+    the sender left out stay out)."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
@@ -223,18 +236,25 @@ def validate(obj: Any, accept: frozenset[str] | None = None) -> dict:
         raise ProtocolError(f"type: unknown message type {kind!r}")
     if accept is not None and kind not in accept:
         raise ProtocolError(f"type: {kind!r} is not accepted here")
-    schema = SCHEMAS[kind]
-    unknown = set(obj) - set(schema) - {"type"}
-    if unknown:
-        raise ProtocolError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}")
-    out: dict[str, Any] = {"type": kind}
-    for name, spec in schema.items():
-        if name not in obj:
-            if spec.required:
-                raise ProtocolError(f"{kind}.{name}: missing")
-            continue
-        out[name] = spec.check(obj[name], f"{kind}.{name}")
-    return out
+    try:
+        msg = SCHEMAS[kind].model_validate({k: v for k, v in obj.items() if k != "type"})
+    except ValidationError as e:
+        raise ProtocolError(_reason(kind, e)) from None
+    return {"type": kind, **msg.model_dump(exclude_unset=True)}
+
+
+def _reason(kind: str, e: ValidationError) -> str:
+    """The first problem, named by its path: ``submit.local[0][3]: ...``."""
+    errors = e.errors()
+    extra = [str(err["loc"][0]) for err in errors if err["type"] == "extra_forbidden"]
+    if extra:
+        return f"{kind}: unknown field(s) {', '.join(sorted(extra))}"
+    err = errors[0]
+    path = kind + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    if err["type"] == "missing":
+        return f"{path}: missing"
+    got = repr(err["input"])
+    return f"{path}: {err['msg'].lower()}, got {got if len(got) <= 40 else got[:37] + '...'}"
 
 
 # --- framing --------------------------------------------------------------------------------------
