@@ -233,8 +233,7 @@ def sweep(
     rows_from: Annotated[Path | None, typer.Option(
         help="Do not run: tabulate the rows of an earlier --out file.")] = None,
 ) -> None:
-    """Sweep rates (and workloads, bandwidth scales, seeds) under every scheduler; print the
-    SLO attainment table."""
+    """Sweep rates (and workloads, bandwidth scales, seeds) under every scheduler; print the SLO attainment table."""  # noqa: E501 (the help formatter keeps line breaks)
     from .experiments.config import SimConfig
     from .experiments.runner import scheduler_names
     from .experiments.sweep import SweepSpec, attainment_table, markdown_tables, run_sweep
