@@ -34,13 +34,10 @@ from ..policy.types import BatchInfo
 from .clock import serve_until_signalled
 from .protocol import (
     SKIP_LIMIT_BYTES,
-    FrameTooLarge,
-    ProtocolError,
     batch_from,
-    decode_body,
     encode,
     error_message,
-    read_frame,
+    next_valid_message,
 )
 
 __all__ = ["Coordinator", "CoordinatorState", "main"]
@@ -203,22 +200,8 @@ class Coordinator:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server = -1
         try:
-            while True:
-                try:
-                    body = await read_frame(reader)
-                    if body is None:
-                        break
-                    msg = decode_body(body, ACCEPTED)
-                except FrameTooLarge as e:
-                    self._reject(writer, str(e))
-                    if e.length > SKIP_LIMIT_BYTES:
-                        break
-                    continue
-                except ProtocolError as e:
-                    self._reject(writer, str(e))
-                    if "stream ended" in str(e):
-                        break
-                    continue
+            while (msg := await next_valid_message(
+                    reader, ACCEPTED, lambda why: self._reject(writer, why))) is not None:
                 self.stats["messages"] += 1
                 if msg["type"] == "hello":
                     server = self._hello(msg, writer)

@@ -51,13 +51,13 @@ from .clock import serve_until_signalled
 from .pcie import PcieLanes
 from .protocol import (
     SKIP_LIMIT_BYTES,
-    FrameTooLarge,
     ProtocolError,
     batch_from,
     decode_body,
     encode,
     error_message,
     flow_from,
+    next_valid_message,
     read_frame,
     request_from,
 )
@@ -247,24 +247,12 @@ class Daemon:
     # --- the local API ---------------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def reject(why: str) -> None:
+            self._reject(writer, why, None)
+
         self._clients.add(writer)
         try:
-            while True:
-                try:
-                    body = await read_frame(reader)
-                    if body is None:
-                        break
-                    msg = decode_body(body, DRIVER_TYPES)
-                except FrameTooLarge as e:
-                    self._reject(writer, str(e), None)
-                    if e.length > SKIP_LIMIT_BYTES:
-                        break
-                    continue
-                except ProtocolError as e:
-                    self._reject(writer, str(e), None)
-                    if "stream ended" in str(e):
-                        break
-                    continue
+            while (msg := await next_valid_message(reader, DRIVER_TYPES, reject)) is not None:
                 self.stats["messages"] += 1
                 try:
                     self._handle(msg, writer)

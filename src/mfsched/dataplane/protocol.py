@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +38,7 @@ __all__ = [
     "error_message",
     "flow_from",
     "flow_msg",
+    "next_valid_message",
     "read_frame",
     "read_message",
     "request_from",
@@ -319,6 +320,25 @@ async def read_message(reader: asyncio.StreamReader,
                        accept: frozenset[str] | None = None) -> dict | None:
     body = await read_frame(reader)
     return None if body is None else decode_body(body, accept)
+
+
+async def next_valid_message(reader: asyncio.StreamReader, accept: frozenset[str],
+                             reject: Callable[[str], None]) -> dict | None:
+    """What a server reads from one client: the next valid message, or None when the stream
+    ended or can no longer be trusted. Each bad or oversized message is passed to ``reject``
+    (which answers it) and skipped."""
+    while True:
+        try:
+            body = await read_frame(reader)
+            return None if body is None else decode_body(body, accept)
+        except FrameTooLarge as e:
+            reject(str(e))
+            if e.length > SKIP_LIMIT_BYTES:
+                return None
+        except ProtocolError as e:
+            reject(str(e))
+            if "stream ended" in str(e):
+                return None
 
 
 def error_message(reason: str, in_reply_to: str | None = None) -> dict:
