@@ -94,26 +94,17 @@ def simulate(
 
     With no options: the paper's testbed, Mixtral-8x7B TP1/EP8 on 16 prefill GPUs, the agent workload at 1 request/s per prefill GPU, every registered scheduler.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    from .experiments.config import SimConfig
     from .experiments.runner import prepare, run, scheduler_names
-    from .sim.serving import ServingConfig
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", where=str(out))
-    if max_batched_tokens < 1:
-        raise UserError(f"--max-batched-tokens must be at least 1, got {max_batched_tokens}")
-    if reuse_lookahead < 0:
-        raise UserError(f"--reuse-lookahead must be >= 0, got {reuse_lookahead}")
-    serving = ServingConfig(max_batched_tokens=max_batched_tokens,
-                            reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
-    cfg = SimConfig(scenario=scenario.lower(), model=model, tp=tp, ep=ep, sp=sp,
-                    servers=servers, nic_gbps=nic_gbps, prefill_instances=prefill_instances,
-                    workload=workload,
-                    trace=None if trace is None else str(trace), trace_format=trace_format,
-                    keep_timestamps=keep_timestamps, rate_per_gpu=rate, requests=requests,
-                    warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed, num_levels=levels,
-                    policy_options=tuple(policy_option or ()), bandwidth_scale=bandwidth_scale,
-                    serving=serving)
+    check_out_dir(out)
+    cfg = sim_config(scenario=scenario, model=model, tp=tp, ep=ep, sp=sp, servers=servers,
+                     nic_gbps=nic_gbps, prefill_instances=prefill_instances, workload=workload,
+                     trace=trace, trace_format=trace_format, keep_timestamps=keep_timestamps,
+                     rate=rate, requests=requests, warmup=warmup, slo_scale=slo_scale, slo=slo,
+                     seed=seed, levels=levels, max_batched_tokens=max_batched_tokens,
+                     reuse_lookahead=reuse_lookahead, per_flow=per_flow,
+                     policy_options=tuple(policy_option or ()),
+                     bandwidth_scale=bandwidth_scale)
     for name in scheduler_names(scheduler):  # reject bad --policy-option before running
         from .policy import make_policy
 
@@ -121,14 +112,7 @@ def simulate(
     names = scheduler_names(scheduler)
     prepared = prepare(cfg)
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
-
-        def tick(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
-
-        results = run(prepared, names, record_flows=out is not None, progress=tick)
+        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar))
     rows = [r.to_json() for r in results]
     if out is not None:
         _write_out(out, cfg, results, rows)
@@ -136,6 +120,42 @@ def simulate(
         typer.echo(json.dumps(rows, indent=2))
     else:
         _print_table(rows)
+
+
+def check_out_dir(out: Path | None) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError("exists and is not a directory", where=str(out))
+
+
+def sim_config(*, scenario: str, trace: Path | None, rate: float, slo: float | None,
+               levels: int, max_batched_tokens: int, reuse_lookahead: int, per_flow: bool,
+               **same_name):
+    """The scenario from command-line options (``simulate``, ``testbed``, ``compare``); options
+    named like their :class:`SimConfig` field pass through ``same_name``."""
+    from .experiments.config import SimConfig
+    from .sim.serving import ServingConfig
+
+    if max_batched_tokens < 1:
+        raise UserError(f"--max-batched-tokens must be at least 1, got {max_batched_tokens}")
+    if reuse_lookahead < 0:
+        raise UserError(f"--reuse-lookahead must be >= 0, got {reuse_lookahead}")
+    serving = ServingConfig(max_batched_tokens=max_batched_tokens,
+                            reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
+    return SimConfig(scenario=scenario.lower(), trace=None if trace is None else str(trace),
+                     rate_per_gpu=rate, slo_s=slo, num_levels=levels, serving=serving,
+                     **same_name)
+
+
+def ticker(bar: Progress):
+    """A progress callback ``(name, done, total)`` with one bar per scheduler."""
+    tasks: dict[str, int] = {}
+
+    def tick(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.update(tasks[name], completed=done)
+
+    return tick
 
 
 def _progress(enabled: bool) -> Progress:

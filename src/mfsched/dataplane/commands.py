@@ -28,27 +28,26 @@ net_app = typer.Typer(add_completion=False, no_args_is_help=True,
 DEFAULT_SCHEDULERS = "fs,mfs"
 
 
-def _sim_config(scenario, model, tp, ep, sp, servers, prefill_instances, workload, trace,
-                trace_format, keep_timestamps, rate, requests, warmup, slo_scale, slo, levels,
-                max_batched_tokens, reuse_lookahead, per_flow, seed):
-    from ..experiments.config import SimConfig
-    from ..sim.serving import ServingConfig
+_SIM_OPTIONS = ("scenario", "model", "tp", "ep", "sp", "servers", "prefill_instances",
+                "workload", "trace", "trace_format", "keep_timestamps", "rate", "requests",
+                "warmup", "slo_scale", "slo", "levels", "max_batched_tokens", "reuse_lookahead",
+                "per_flow", "seed")
+_EMU_OPTIONS = ("scale", "mtu", "chunk_kib", "window_kib", "no_coordinator", "log_dir", "nice")
 
-    if max_batched_tokens < 1:
-        raise UserError(f"--max-batched-tokens must be at least 1, got {max_batched_tokens}")
-    if reuse_lookahead < 0:
-        raise UserError(f"--reuse-lookahead must be >= 0, got {reuse_lookahead}")
-    if scenario.lower() != "testbed":
+
+def _setup(options: dict):
+    """From a command's options: the scenario, the emulation, the scheduler names and the
+    prepared run (bad options raise UserError before anything is built)."""
+    from ..cli import check_out_dir, sim_config
+    from ..experiments.runner import prepare, scheduler_names
+
+    check_out_dir(options["out"])
+    if options["scenario"].lower() != "testbed":
         raise UserError("the emulated testbed runs the 'testbed' scenario only",
                         where="--scenario")
-    serving = ServingConfig(max_batched_tokens=max_batched_tokens,
-                            reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
-    return SimConfig(scenario=scenario.lower(), model=model, tp=tp, ep=ep, sp=sp,
-                     servers=servers, prefill_instances=prefill_instances, workload=workload,
-                     trace=None if trace is None else str(trace), trace_format=trace_format,
-                     keep_timestamps=keep_timestamps, rate_per_gpu=rate, requests=requests,
-                     warmup=warmup, slo_scale=slo_scale, slo_s=slo, seed=seed,
-                     num_levels=levels, serving=serving)
+    cfg = sim_config(**{k: options[k] for k in _SIM_OPTIONS})
+    emu = _emulation(*(options[k] for k in _EMU_OPTIONS))
+    return cfg, emu, scheduler_names(options["scheduler"]), prepare(cfg)
 
 
 def _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice):
@@ -128,21 +127,12 @@ def testbed(
 
     Needs root. Defaults (fs and mfs, 32 requests after 8 warm-up) take about 2.5 minutes on two idle cores. Prints the simulator's table; --json prints the simulator's JSON keys.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    from ..cli import _print_table, _progress, _write_out, err_console
-    from ..experiments.runner import prepare, scheduler_names
+    cfg, emu, names, prepared = _setup(locals())  # first: locals() holds just the options
+    from ..cli import _print_table, _progress, _write_out, err_console, ticker
     from .testbed import run_testbed
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", where=str(out))
-    cfg = _sim_config(scenario, model, tp, ep, sp, servers, prefill_instances, workload, trace,
-                      trace_format, keep_timestamps, rate, requests, warmup, slo_scale, slo,
-                      levels, max_batched_tokens, reuse_lookahead, per_flow, seed)
-    emu = _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice)
-    names = scheduler_names(scheduler)
-    prepared = prepare(cfg)
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
-        tick = _ticker(bar)
-        runs = run_testbed(prepared, names, emu, progress=tick)
+        runs = run_testbed(prepared, names, emu, progress=ticker(bar))
     _warn_if_late(runs, err_console)
     results = [r.result for r in runs]
     rows = [r.to_json() for r in results]
@@ -171,21 +161,14 @@ def compare(
 
     Per scheduler: SLO attainment, mean TTFT and mean Stage-2 CCT of each, and the simulator's relative error (simulator - testbed) / testbed. Needs root.
     """  # noqa: E501
-    from ..cli import _progress, _write_out, err_console
-    from ..experiments.runner import prepare, run, scheduler_names
+    cfg, emu, names, prepared = _setup(locals())  # first: locals() holds just the options
+    from ..cli import _progress, _write_out, err_console, ticker
+    from ..experiments.runner import run
     from .testbed import run_testbed
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", where=str(out))
-    cfg = _sim_config(scenario, model, tp, ep, sp, servers, prefill_instances, workload, trace,
-                      trace_format, keep_timestamps, rate, requests, warmup, slo_scale, slo,
-                      levels, max_batched_tokens, reuse_lookahead, per_flow, seed)
-    emu = _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice)
-    names = scheduler_names(scheduler)
-    prepared = prepare(cfg)
     sim = run(prepared, names, record_flows=out is not None)  # also warms the SLO memo
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
-        runs = run_testbed(prepared, names, emu, progress=_ticker(bar), warm=False)
+        runs = run_testbed(prepared, names, emu, progress=ticker(bar), warm=False)
     _warn_if_late(runs, err_console)
     sim_rows = [r.to_json() for r in sim]
     tb_rows = [r.result.to_json() for r in runs]
@@ -267,17 +250,6 @@ def _warn_if_late(runs, console) -> None:
                           f"{late['share_over_100us']:.0%} over 100 us: the machine was busy, "
                           "so the emulation is less faithful (try --nice -10 or a larger "
                           "--scale)")
-
-
-def _ticker(bar):
-    tasks: dict[str, int] = {}
-
-    def tick(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(name, total=total)
-        bar.update(tasks[name], completed=done)
-
-    return tick
 
 
 def _write_dataplane(out: Path, runs, emu) -> None:
