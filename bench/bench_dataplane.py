@@ -54,16 +54,11 @@ MB = 1_000_000
 GPU = {0: 0, 1: 4, 2: 8}  # first GPU of each host (4 GPUs per host)
 
 
-class Control:
-    """A blocking client of one daemon's control socket."""
+class Control(protocol.BlockingClient):
+    """A daemon's control socket, greeted as a driver (or a probe) of a benchmark run."""
 
     def __init__(self, path: str, scheduler: str | None) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(path)
-        self.buf = b""
+        super().__init__(path, timeout_s=60)
         self.early: list[dict] = []
         if scheduler is None:
             self.send({"type": "hello", "role": "probe", "run_id": "probe"})
@@ -77,21 +72,6 @@ class Control:
     @classmethod
     def probe(cls, path: str) -> Control:
         return cls(path, None)
-
-    def send(self, msg: dict) -> None:
-        self.sock.sendall(protocol.encode(msg))
-
-    def recv(self) -> dict:
-        while True:
-            if len(self.buf) >= 4:
-                n = int.from_bytes(self.buf[:4], "big")
-                if len(self.buf) >= 4 + n:
-                    body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-                    return protocol.decode_body(body)
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("daemon closed the connection")
-            self.buf += chunk
 
     def wait(self, kind: str, flow_id: int | None = None) -> dict:
         """The next message of ``kind`` (for ``flow_id``); other completions are kept."""

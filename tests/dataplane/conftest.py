@@ -4,8 +4,6 @@ control-socket client, and the netns gate (root + a kernel with namespaces, veth
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import threading
 from pathlib import Path
 
@@ -17,23 +15,8 @@ from mfsched.dataplane.daemon import Daemon, DaemonConfig
 from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
 
 
-class Client:
-    """A blocking client of a daemon's (or the coordinator's) Unix socket."""
-
-    def __init__(self, path: str, timeout_s: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout_s)
-        self.sock.connect(path)
-
-    def send(self, msg: dict) -> None:
-        self.sock.sendall(protocol.encode(msg))
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv(self) -> dict:
-        (n,) = struct.unpack("!I", self._exact(4))
-        return protocol.decode_body(self._exact(n))
+class Client(protocol.BlockingClient):
+    """The package's blocking client plus: wait for a message of one type."""
 
     def recv_type(self, kind: str, limit: int = 100_000) -> dict:
         for _ in range(limit):
@@ -41,18 +24,6 @@ class Client:
             if msg["type"] == kind:
                 return msg
         raise AssertionError(f"no {kind} message")
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            part = self.sock.recv(n - len(buf))
-            if not part:
-                raise ConnectionError("closed")
-            buf += part
-        return buf
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class MemoryCluster:

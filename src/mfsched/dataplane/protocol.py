@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import struct
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -29,6 +30,7 @@ from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "SCHEMAS",
+    "BlockingClient",
     "FrameTooLarge",
     "ProtocolError",
     "batch_from",
@@ -395,3 +397,35 @@ def flow_from(msg: Mapping[str, Any]) -> FlowInfo:
                     msg["size_bytes"], msg["total_bytes"], msg["members"],
                     tuple(tuple(p) for p in msg["port_bytes"]), msg["bottleneck_bps"],
                     msg["deadline_s"], msg["submit_s"])
+
+
+class BlockingClient:
+    """A blocking client of a daemon's or the coordinator's Unix socket, for tests, benchmarks
+    and scripts (the data plane's own processes use asyncio)."""
+
+    def __init__(self, path: str, timeout_s: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(path)
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        self.sock.sendall(encode(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> dict:
+        (n,) = _LEN.unpack(self._exact(4))
+        return decode_body(self._exact(n))
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            part = self.sock.recv(n - len(buf))
+            if not part:
+                raise ConnectionError("closed")
+            buf += part
+        return buf
+
+    def close(self) -> None:
+        self.sock.close()
