@@ -8,7 +8,7 @@ once and shared by all scheduler runs, so every scheduler sees exactly the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ..records import RunRecords
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
+from ..workload.comm import CommModel, default_comm
 from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
 from ..workload.hardware import GPUS
@@ -94,9 +95,19 @@ def build_cluster(cfg: SimConfig) -> Cluster:
                                   cfg.prefill_instances)
     gpu = GPUS.get(topology.gpu)
     compute = ComputeModel(gpu, cfg.flops_efficiency, cfg.memory_efficiency)
-    planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8)
+    planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8, comm_model(cfg, gpu,
+                                                                                       topology))
     kv_tokens = kv_cache_tokens_per_unit(model, par, gpu.mem_bytes)
     return Cluster(topology, deployment, compute, planner, cfg.serving, kv_tokens)
+
+
+def comm_model(cfg: SimConfig, gpu, topology) -> CommModel:
+    """The scenario hardware's defaults (:func:`default_comm`) with the config's overrides."""
+    base = default_comm(gpu.gpudirect_rdma, topology.nccl_rings)
+    overrides = {k: v for k, v in (("ep_backend", cfg.ep_backend),
+                                   ("ring_channels", cfg.ring_channels),
+                                   ("kv_connections", cfg.kv_connections)) if v is not None}
+    return replace(base, **overrides)
 
 
 def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int, int]:
