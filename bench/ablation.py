@@ -52,8 +52,7 @@ def main() -> None:
         p = prepare(cfg)
         for label, opts in VARIANTS.items():
             options = tuple(f"mfs.{k}={v}" for k, v in opts.items())
-            res = run_scheduler(replace(cfg, policy_options=options), p.cluster, p.requests,
-                                p.warmup, p.evaluated, "mfs", p.slo_fn)
+            res = run_scheduler(replace(p, config=replace(cfg, policy_options=options)), "mfs")
             results.setdefault(label, []).append(res.to_json())
     lines = [f"`python bench/ablation.py --workload {args.workload} --rate {args.rate:g} "
              f"--bandwidth-scale {args.bandwidth_scale:g} --seeds {args.seeds}`", "",

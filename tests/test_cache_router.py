@@ -1,11 +1,12 @@
 """Prefix caches (LRU, holder index) and the KV-aware router."""
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mfsched.workload.cache import PrefixCaches
 from mfsched.workload.requests import Request
-from mfsched.workload.router import lockstep_tokens, route_request
+from mfsched.workload.router import Router, lockstep_tokens
 
 
 def req(blocks, tokens=None, bt=16):
@@ -51,8 +52,8 @@ def test_index_matches_caches(ops):
 def route(request, caches, pending, instances=None, last=None):
     """The router with one unit per instance unless ``instances`` says otherwise."""
     instances = instances or [[u] for u in range(len(pending))]
-    return route_request(request, caches, pending, instances, batch_tokens=8192,
-                         last_routed=last)
+    last = np.full(len(pending), -1) if last is None else np.array(last)
+    return Router(instances, batch_tokens=8192).route(request, caches, np.array(pending), last)
 
 
 def test_router_prefers_cached_prefix():

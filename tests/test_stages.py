@@ -204,3 +204,13 @@ def test_testbed_nic_traffic_crosses_both_gpus_pcie_links():
     # payload rates: PCIe 3.0 x16 (15.75 GB/s) x 0.8; 100 Gb/s x 1448/1502
     assert t.capacity_bps[t.path(3, 4)[0]] == pytest.approx(15.75e9 * 8 * 0.8)
     assert t.capacity_bps[t.path(3, 4)[1]] == pytest.approx(100e9 * 1448 / 1502)
+
+
+def test_allgather_as_a_mesh_when_rings_are_off():
+    """The mesh reading: unit 0's 100-token shard goes straight to each of the 7 others, and
+    each of them returns its partial outputs for those tokens straight to unit 0."""
+    plan = _ring_planner(ring_collectives=False).plan(0, [Chunk(1, 0, 100, 0, 100)])
+    gather, scatter = plan.steps[1], plan.steps[3]
+    assert gather.members == tuple((0, j, 100 * 8208.0) for j in range(1, 8))
+    assert scatter.members == tuple((j, 0, 100 * 8192.0) for j in range(1, 8))
+    assert gather.connections == 1

@@ -282,7 +282,7 @@ def terminate_on_sigterm() -> Iterator[None]:
 def warm_slos(p: Prepared) -> None:
     """Fill the isolated-TTFT memo behind the SLOs (and compile the simulator's kernels) with
     a simulated run, so that the wall-clock run rarely computes an SLO at an arrival."""
-    run_scheduler(p.config, p.cluster, p.requests, p.warmup, p.evaluated, "fs", p.slo_fn)
+    run_scheduler(p, "fs")
 
 
 def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: EmulationConfig,
@@ -306,7 +306,8 @@ def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: Emula
                 on_cluster(cluster, engine)
             policy = make_policy(scheduler, cfg.num_levels, dict(options))
             serving = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
-                              evaluated=p.evaluated, progress=progress, engine=engine)
+                              evaluated=p.evaluated, history=p.history, progress=progress,
+                              engine=engine)
             records, stats = serving.run()
             if drain and not engine.drain():
                 raise RuntimeError(f"{engine.in_flight} flows did not complete after the run")

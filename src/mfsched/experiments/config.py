@@ -60,6 +60,7 @@ class SimConfig:
     ep_backend: str | None = None
     ring_channels: int | None = None
     kv_connections: int | None = None
+    ring_collectives: bool | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:

@@ -3,9 +3,7 @@ under every requested scheduler (the same requests for all of them).
 
 Called by ``mfsched sweep``. Each combination is one job; ``jobs > 1`` runs combinations in
 parallel processes (one machine; Ray would be the tool beyond one). A job can add the
-*contention-free reference*: fair sharing on a network where every flow runs as if alone on
-its path. It is not a scheduler and not a strict bound (batching reacts to faster batches),
-but it shows how much of the TTFT the network contention costs at all.
+*contention-free reference* (:func:`mfsched.experiments.runner.run_contention_free`).
 """
 
 from __future__ import annotations
@@ -15,13 +13,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from ..sim.serving import Serving
 from .config import SimConfig
-from .runner import RunResult, prepare, run
+from .runner import CONTENTION_FREE, RunResult, prepare, run, run_contention_free
 
 __all__ = ["CONTENTION_FREE", "SweepSpec", "attainment_table", "markdown_tables", "run_sweep"]
-
-CONTENTION_FREE = "no-contention"
 
 
 @dataclass(frozen=True)
@@ -43,18 +38,10 @@ class SweepSpec:
 def _run_job(args: tuple[SimConfig, tuple[str, ...], bool]) -> list[dict]:
     cfg, schedulers, reference = args
     prepared = prepare(cfg)
-    rows = [_row(r) for r in run(prepared, schedulers)]
+    results = run(prepared, schedulers)
     if reference:
-        cluster = replace(prepared.cluster,
-                          serving=replace(prepared.cluster.serving, contention_free=True))
-        from ..metrics import summarize
-        from ..policy import make_policy
-
-        sim = Serving(cluster, make_policy("fs", cfg.num_levels), prepared.requests,
-                      prepared.slo_fn, warmup=prepared.warmup, evaluated=prepared.evaluated)
-        records, stats = sim.run()
-        rows.append(_row(RunResult(CONTENTION_FREE, cfg, summarize(records), stats, records)))
-    return rows
+        results.append(run_contention_free(prepared))
+    return [_row(r) for r in results]
 
 
 def _row(result: RunResult) -> dict:

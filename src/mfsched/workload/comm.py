@@ -37,6 +37,10 @@ free knob; each default below is what the named software does on the scenario's 
     over them (Mooncake ``GlobalConfig`` defaults).
   - ``mesh_connections``: connections per pair of ranks of a routed all-to-all (1).
 
+``ring_collectives=False`` moves the all-gather / reduce-scatter as a mesh instead (every rank
+straight to every other over its own connection), the way the model moved it before it knew
+NCCL's rings; it exists to measure what the ring changes.
+
 Simplification (named): connections are per transfer. Mooncake's queue pairs belong to an
 endpoint (a pair of NICs) and concurrent transfers between the same NICs share them; here each
 concurrent KV transfer brings its own, which favours KV traffic when several transfers of one
@@ -68,6 +72,7 @@ class CommModel:
     ring_channels: int = _NCCL_CHANNEL_DUPLICATION
     kv_connections: int = 1
     mesh_connections: int = 1
+    ring_collectives: bool = True
 
     def __post_init__(self) -> None:
         if self.ep_backend not in EP_BACKENDS:

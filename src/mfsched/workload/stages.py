@@ -233,15 +233,22 @@ class StagePlanner:
         per_token = m.hidden_size * m.dtype_bytes if reverse else \
             allgather_dispatch_bytes_per_token(m)
         shard = [tokens[k] / tp * per_token for k, u in enumerate(units) for _ in u.gpus]
-        total = sum(shard)
+        name = "ep-reducescatter" if reverse else "ep-allgather"
         n = len(ring)
         members: list[Member] = []
+        if not self.comm.ring_collectives:  # the mesh reading: each shard straight to its ranks
+            for i in range(n):
+                for j in range(n):
+                    src, dst, size = (j, i, shard[i]) if reverse else (i, j, shard[i])
+                    if i != j and size > 0:
+                        members.append((ring[src], ring[dst], size))
+            return CollectiveStep(name, tuple(members), self.comm.mesh_connections)
+        total = sum(shard)
         for i in range(n if n > 1 else 0):
             size = total - (shard[i] if reverse else shard[(i + 1) % n])
             if size > 0:
                 members.append((ring[i], ring[(i + 1) % n], size))
-        return CollectiveStep("ep-reducescatter" if reverse else "ep-allgather",
-                              tuple(members), self.comm.ring_channels)
+        return CollectiveStep(name, tuple(members), self.comm.ring_channels)
 
     def _sp_allgather(self, units, tokens) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
