@@ -314,7 +314,8 @@ def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: Emula
             daemons = engine.daemon_stats()
         finally:
             engine.close()
-    result = RunResult(scheduler, cfg, summarize(records), stats, records)
+    result = RunResult(scheduler, cfg, summarize(records, len(p.cluster.deployment.instances)),
+                       stats, records)
     return TestbedRun(result, daemons, engine.reconnects, engine.errors,
                       engine.lateness.as_dict(), (load_start, os.getloadavg()[0]))
 

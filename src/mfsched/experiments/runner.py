@@ -66,6 +66,8 @@ class RunResult:
             "stage2_cct_mean_s": s.stage2_cct_mean_s,
             "p2d_earliness_mean": s.p2d_earliness_mean,
             "pruned_fraction": s.pruned_fraction,
+            "instance_request_share": list(s.instance_request_share),
+            "instance_batch_share": list(s.instance_batch_share),
             "wall_time_s": self.stats.wall_time_s,
             "simulated_time_s": self.stats.simulated_time_s,
             "events": self.stats.events,
@@ -169,7 +171,8 @@ def run_scheduler(p: Prepared, scheduler: str, *, record_flows: bool = False,
                   evaluated=p.evaluated, history=p.history, record_flows=record_flows,
                   check_invariants=check_invariants, progress=progress)
     records, stats = sim.run()
-    return RunResult(scheduler, cfg, summarize(records), stats, records)
+    return RunResult(scheduler, cfg, summarize(records, len(p.cluster.deployment.instances)),
+                     stats, records)
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult
                   warmup=p.warmup, evaluated=p.evaluated, history=p.history,
                   record_flows=record_flows)
     records, stats = sim.run()
-    return RunResult(CONTENTION_FREE, p.config, summarize(records), stats, records)
+    return RunResult(CONTENTION_FREE, p.config,
+                     summarize(records, len(p.cluster.deployment.instances)), stats, records)
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,

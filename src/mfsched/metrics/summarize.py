@@ -6,6 +6,8 @@
   requests were in the system (first evaluated arrival .. last evaluated first token).
 * P2D earliness: (P2D deadline - last P2D byte) / SLO per request, where the P2D deadline is
   the TTFT deadline minus the first decode step; positive = early, negative = missed.
+* Instance shares: the fraction of all requests (warm-up and tail included) and of all batches
+  each prefill instance served, to check that the router spreads the load.
 """
 
 from __future__ import annotations
@@ -30,13 +32,29 @@ class Summary:
     stage2_cct_mean_s: float
     p2d_earliness_mean: float
     pruned_fraction: float
+    instance_request_share: tuple[float, ...] = ()
+    instance_batch_share: tuple[float, ...] = ()
 
 
-def summarize(records: RunRecords) -> Summary:
+def _shares(instances, n: int) -> tuple[float, ...]:
+    counts = [0] * n
+    for i in instances:
+        counts[i] += 1
+    total = sum(counts)
+    return tuple(c / total if total else 0.0 for c in counts)
+
+
+def summarize(records: RunRecords, instances: int = 0) -> Summary:
+    """The summary of one run; ``instances``: how many prefill instances the cluster has
+    (0: as many as the records show)."""
+    n = max([instances, *(r.instance + 1 for r in records.requests),
+             *(b.instance + 1 for b in records.batches)])
+    req_share = _shares((r.instance for r in records.requests), n)
+    batch_share = _shares((b.instance for b in records.batches), n)
     ev = [r for r in records.requests if r.evaluated]
     if not ev:
         nan = float("nan")
-        return Summary(0, nan, nan, nan, nan, nan, nan, nan)
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, req_share, batch_share)
     ttft = np.array([r.ttft_s for r in ev])
     start = min(r.arrival_s for r in ev)
     end = max(r.first_token_s for r in ev)
@@ -55,4 +73,6 @@ def summarize(records: RunRecords) -> Summary:
         stage2_cct_mean_s=cct,
         p2d_earliness_mean=float(earliness.mean()),
         pruned_fraction=float(np.mean([r.pruned for r in ev])),
+        instance_request_share=req_share,
+        instance_batch_share=batch_share,
     )
