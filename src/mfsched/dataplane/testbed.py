@@ -44,7 +44,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..experiments.config import SimConfig
 from ..experiments.runner import Prepared, RunResult, prepare, run_scheduler
-from ..metrics import summarize
 from ..policy import make_policy
 from ..sim.serving import Serving
 from ..sim.topology import TOPOLOGIES, TestbedConfig
@@ -314,8 +313,7 @@ def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: Emula
             daemons = engine.daemon_stats()
         finally:
             engine.close()
-    result = RunResult(scheduler, cfg, summarize(records, len(p.cluster.deployment.instances)),
-                       stats, records)
+    result = RunResult.of(p, scheduler, records, stats)
     return TestbedRun(result, daemons, engine.reconnects, engine.errors,
                       engine.lateness.as_dict(), (load_start, os.getloadavg()[0]))
 

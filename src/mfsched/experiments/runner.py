@@ -24,7 +24,7 @@ from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
 from ..workload.hardware import GPUS
 from ..workload.models import MODELS
-from ..workload.requests import Request, poisson_retime
+from ..workload.requests import Request, ideal_reuse_ratio, poisson_retime
 from ..workload.stages import StagePlanner
 from ..workload.synthetic import SessionTiming, generate, history_requests
 from ..workload.traces import read_trace
@@ -47,6 +47,13 @@ class RunResult:
     summary: Summary
     stats: SimStats
     records: RunRecords
+    ideal_reuse: float = float("nan")  # the evaluated window's reuse with an infinite cache
+
+    @classmethod
+    def of(cls, p: Prepared, scheduler: str, records: RunRecords, stats: SimStats) -> RunResult:
+        """The result of one run on ``p``, summarised."""
+        return cls(scheduler, p.config, summarize(records, len(p.cluster.deployment.instances)),
+                   stats, records, p.ideal_reuse)
 
     def to_json(self) -> dict:
         c, s = self.config, self.summary
@@ -66,6 +73,8 @@ class RunResult:
             "stage2_cct_mean_s": s.stage2_cct_mean_s,
             "p2d_earliness_mean": s.p2d_earliness_mean,
             "pruned_fraction": s.pruned_fraction,
+            "prefix_reuse": s.prefix_reuse,
+            "ideal_prefix_reuse": self.ideal_reuse,
             "instance_request_share": list(s.instance_request_share),
             "instance_batch_share": list(s.instance_batch_share),
             "wall_time_s": self.stats.wall_time_s,
@@ -171,8 +180,7 @@ def run_scheduler(p: Prepared, scheduler: str, *, record_flows: bool = False,
                   evaluated=p.evaluated, history=p.history, record_flows=record_flows,
                   check_invariants=check_invariants, progress=progress)
     records, stats = sim.run()
-    return RunResult(scheduler, cfg, summarize(records, len(p.cluster.deployment.instances)),
-                     stats, records)
+    return RunResult.of(p, scheduler, records, stats)
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,14 @@ class Prepared:
     evaluated: int
     slo_fn: SloFn
     history: list[Request]  # served before the run: only warms the prefix caches
+
+    @property
+    def ideal_reuse(self) -> float:
+        """The prompt reuse an infinite cache would give the evaluated requests (having seen
+        the history and the requests before them): the workload's intended reuse."""
+        seen = {h for r in self.history for h in r.block_hashes}
+        seen.update(h for r in self.requests[:self.warmup] for h in r.block_hashes)
+        return ideal_reuse_ratio(self.requests[self.warmup:self.warmup + self.evaluated], seen)
 
 
 def prepare(cfg: SimConfig) -> Prepared:
@@ -203,8 +219,7 @@ def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult
                   warmup=p.warmup, evaluated=p.evaluated, history=p.history,
                   record_flows=record_flows)
     records, stats = sim.run()
-    return RunResult(CONTENTION_FREE, p.config,
-                     summarize(records, len(p.cluster.deployment.instances)), stats, records)
+    return RunResult.of(p, CONTENTION_FREE, records, stats)
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from .config import SimConfig
 from .runner import CONTENTION_FREE, RunResult, prepare, run, run_contention_free
 
-__all__ = ["CONTENTION_FREE", "SweepSpec", "attainment_table", "markdown_tables", "run_sweep"]
+__all__ = ["CONTENTION_FREE", "SustainableRate", "SweepSpec", "attainment_table",
+           "markdown_tables", "run_sweep", "sustainable_rates"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,40 @@ def _ratio(a: float | None, b: float) -> str:
     if b <= 0:
         return "n/a" if a <= 0 else "inf"  # 0 / 0: nobody meets the SLO, nothing to compare
     return f"{a / b:.2f}x"
+
+
+@dataclass(frozen=True, slots=True)
+class SustainableRate:
+    """The highest rate (requests/s per prefill GPU) at which a scheduler still meets the SLO
+    of ``threshold`` of the requests; ``bound`` is "" for a crossing found between two swept
+    rates, ">=" if it never fell below (the highest rate swept), "<" if it was below at the
+    lowest one (then ``rate`` is that lowest rate)."""
+
+    rate: float
+    bound: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.bound}{self.rate:.3g}"
+
+
+def sustainable_rates(rows: Sequence[dict], threshold: float = 0.5
+                      ) -> dict[tuple, dict[str, SustainableRate]]:
+    """(workload, bandwidth scale) -> scheduler -> sustainable rate: where the attainment
+    (mean over seeds) first falls below ``threshold`` as the rate grows, interpolated linearly
+    between the two swept rates around the crossing."""
+    out: dict[tuple, dict[str, SustainableRate]] = {}
+    for key, per_rate in attainment_table(rows).items():
+        rates = sorted(per_rate)
+        scheds = dict.fromkeys(s for r in rates for s in per_rate[r])
+        res = out.setdefault(key, {})
+        for s in scheds:
+            points = [(r, per_rate[r][s]) for r in rates if s in per_rate[r]]
+            if points[0][1] < threshold:
+                res[s] = SustainableRate(points[0][0], "<")
+                continue
+            res[s] = SustainableRate(points[-1][0], ">=")
+            for (r0, a0), (r1, a1) in itertools.pairwise(points):
+                if a1 < threshold <= a0:
+                    res[s] = SustainableRate(r0 + (a0 - threshold) / (a0 - a1) * (r1 - r0))
+                    break
+    return out

@@ -6,6 +6,8 @@
   requests were in the system (first evaluated arrival .. last evaluated first token).
 * P2D earliness: (P2D deadline - last P2D byte) / SLO per request, where the P2D deadline is
   the TTFT deadline minus the first decode step; positive = early, negative = missed.
+* Prefix reuse: the share of the evaluated requests' prompt tokens whose KV came from a cache
+  (their unit's or, by Stage 1, another unit's) rather than being computed.
 * Instance shares: the fraction of all requests (warm-up and tail included) and of all batches
   each prefill instance served, to check that the router spreads the load.
 """
@@ -32,6 +34,7 @@ class Summary:
     stage2_cct_mean_s: float
     p2d_earliness_mean: float
     pruned_fraction: float
+    prefix_reuse: float = float("nan")
     instance_request_share: tuple[float, ...] = ()
     instance_batch_share: tuple[float, ...] = ()
 
@@ -54,7 +57,7 @@ def summarize(records: RunRecords, instances: int = 0) -> Summary:
     ev = [r for r in records.requests if r.evaluated]
     if not ev:
         nan = float("nan")
-        return Summary(0, nan, nan, nan, nan, nan, nan, nan, req_share, batch_share)
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan, req_share, batch_share)
     ttft = np.array([r.ttft_s for r in ev])
     start = min(r.arrival_s for r in ev)
     end = max(r.first_token_s for r in ev)
@@ -73,6 +76,8 @@ def summarize(records: RunRecords, instances: int = 0) -> Summary:
         stage2_cct_mean_s=cct,
         p2d_earliness_mean=float(earliness.mean()),
         pruned_fraction=float(np.mean([r.pruned for r in ev])),
+        prefix_reuse=sum(r.local_hit_tokens + r.remote_hit_tokens for r in ev)
+        / sum(r.input_tokens for r in ev),
         instance_request_share=req_share,
         instance_batch_share=batch_share,
     )
