@@ -37,8 +37,8 @@ VARIANTS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="conv")
-    ap.add_argument("--rate", type=float, default=0.4)
-    ap.add_argument("--bandwidth-scale", type=float, default=0.25)
+    ap.add_argument("--rate", type=float, default=0.6)
+    ap.add_argument("--bandwidth-scale", type=float, default=1.0)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()

@@ -60,7 +60,7 @@ def run(jobs: int) -> dict[str, list[dict]]:
         base = SimConfig(trace=g.get("trace"))
         spec = SweepSpec(base, g["workloads"], g["rates"], (1.0,), g["seeds"],
                          tuple(scheduler_names("all")), contention_free_reference=True)
-        out[name] = run_sweep(spec, jobs, lambda done, total: print(
+        out[name] = run_sweep(spec, jobs, lambda done, total, name=name: print(
             f"{name}: {done}/{total} configurations", file=sys.stderr, flush=True))
     return out
 
@@ -71,7 +71,7 @@ def _label(workload: str) -> str:
 
 def sustainable_table(rows_by_grid: dict[str, list[dict]]) -> str:
     lines = []
-    for name, rows in rows_by_grid.items():
+    for rows in rows_by_grid.values():
         for (wl, _bw), per in sustainable_rates(rows).items():
             if not lines:
                 cols = list(per)

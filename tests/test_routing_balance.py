@@ -4,42 +4,15 @@ Before the router counted an instance's lockstep work, an idle unit of a busy in
 every tie and one instance of the testbed served 87% of the requests (issue 9).
 """
 
-from collections import Counter
-
 import numpy as np
 import pytest
 
 from mfsched.experiments import runner
+from mfsched.experiments.balance import instance_balance
 from mfsched.experiments.config import SimConfig
 from mfsched.policy.fair import FairSharing
 from mfsched.sim.serving import Serving
 from mfsched.workload.requests import Request, poisson_retime
-
-
-def _no_reuse_requests(n: int, seed: int, equal: bool) -> list[Request]:
-    """Requests without prefix information; equal sizes, or lognormal around 800 tokens."""
-    if equal:
-        return [Request(i, 0.0, 800, 1) for i in range(n)]
-    rng = np.random.default_rng(seed)
-    sizes = rng.lognormal(np.log(800), 0.8, size=n).astype(int) + 1
-    return [Request(i, 0.0, int(s), 1) for i, s in enumerate(sizes)]
-
-
-def _shares(servers: int, rate: float, equal: bool) -> tuple[float, float]:
-    """Largest relative deviation from an even split: of requests, and of new tokens."""
-    cluster = runner.build_cluster(SimConfig(servers=servers))
-    n_inst = len(cluster.deployment.instances)
-    reqs = poisson_retime(_no_reuse_requests(400, servers, equal),
-                          rate * cluster.deployment.prefill_gpus, np.random.default_rng(1))
-    sim = Serving(cluster, FairSharing(), reqs, lambda _r, _p: 10.0, warmup=0, evaluated=400)
-    records, _ = sim.run()
-    count, tokens = Counter(), Counter()
-    for r in records.requests:
-        count[r.instance] += 1
-        tokens[r.instance] += r.new_tokens
-    total = sum(tokens.values())
-    return (max(abs(count[i] * n_inst / 400 - 1) for i in range(n_inst)),
-            max(abs(tokens[i] * n_inst / total - 1) for i in range(n_inst)))
 
 
 @pytest.mark.parametrize("servers", [8, 16])
@@ -50,8 +23,8 @@ def test_no_reuse_workload_spreads_over_instances(servers, rate):
     12% at most). Request *counts* may then differ more, by design: a unit's wait is set by
     the largest chunk of its instance, so large requests pack under an instance that already
     runs a large chunk and small ones go where chunks are small."""
-    assert _shares(servers, rate, equal=True)[0] <= 0.10
-    assert _shares(servers, rate, equal=False)[1] <= 0.15
+    assert instance_balance(servers, rate, equal_sizes=True).request_deviation <= 0.10
+    assert instance_balance(servers, rate, equal_sizes=False).token_deviation <= 0.15
 
 
 def test_hot_prefix_attracts_its_holder():
