@@ -58,9 +58,7 @@ class MemoryCluster:
             for d in self.daemons:
                 await d.stop()
             if self.coordinator is not None:
-                self.coordinator._server.close()
-                for w in list(self.coordinator.daemons):
-                    w.close()
+                self.coordinator.close()
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in others:
                 t.cancel()
