@@ -237,6 +237,14 @@ class Session:
     opener: Opener  # what this side receives
 
 
+def _unpack(layout: struct.Struct, data) -> tuple:
+    try:
+        return layout.unpack(data)
+    except struct.error:
+        raise AuthError("malformed", f"a handshake message of {len(data)} bytes, not "
+                                     f"{layout.size}") from None
+
+
 def _transcript_tag(key: bytes, role: bytes, *parts: bytes) -> bytes:
     return hmac.digest(key, role + b"".join(parts), "sha256")
 
@@ -262,7 +270,7 @@ class ClientHandshake:
 
     def finish(self, server_hello: bytes) -> tuple[bytes, Session]:
         """(the CLIENT_AUTH message to send, the session), or AuthError."""
-        magic, version, flags, server_nonce, tag = SERVER_HELLO.unpack(server_hello)
+        magic, version, flags, server_nonce, tag = _unpack(SERVER_HELLO, server_hello)
         if magic != SERVER_MAGIC or version != VERSION:
             raise AuthError("malformed", "not an mfsched data-plane server hello")
         if bool(flags & FLAG_AUTH) != (self.key is not None):
@@ -293,7 +301,7 @@ class ServerHandshake:
 
     def respond(self, client_hello: bytes) -> bytes:
         """The SERVER_HELLO to send, or AuthError."""
-        magic, version, flags, hw_class, client_nonce = CLIENT_HELLO.unpack(client_hello)
+        magic, version, flags, hw_class, client_nonce = _unpack(CLIENT_HELLO, client_hello)
         if magic != HELLO_MAGIC or version != VERSION or not 0 <= hw_class < 8:
             raise AuthError("malformed", "not an mfsched data-plane client hello")
         if bool(flags & FLAG_AUTH) != (self.key is not None):
@@ -311,7 +319,7 @@ class ServerHandshake:
         return self._reply
 
     def finish(self, client_auth: bytes) -> Session:
-        magic, tag = CLIENT_AUTH.unpack(client_auth)
+        magic, tag = _unpack(CLIENT_AUTH, client_auth)
         if magic != AUTH_MAGIC:
             raise AuthError("malformed", "not an mfsched data-plane client auth")
         if self._confirm is not None and not hmac.compare_digest(

@@ -688,10 +688,11 @@ def _parse(argv: list[str] | None) -> tuple[DaemonConfig, str]:
     p.add_argument("--address-base", default="198.18")
     p.add_argument("--pcie-bytes-per-s", type=float, default=31.5e6)
     p.add_argument("--coordinator", default=None, help="Unix socket of the coordinator")
-    p.add_argument("--chunk-bytes", type=int, default=SenderConfig.chunk_bytes)
-    p.add_argument("--window-bytes", type=int, default=SenderConfig.window_bytes)
+    sender_defaults = SenderConfig()  # (a slots dataclass has no class-level defaults)
+    p.add_argument("--chunk-bytes", type=int, default=sender_defaults.chunk_bytes)
+    p.add_argument("--window-bytes", type=int, default=sender_defaults.window_bytes)
     p.add_argument("--promote-copy-after-s", type=float,
-                   default=SenderConfig.promote_copy_after_s)
+                   default=sender_defaults.promote_copy_after_s)
     key = p.add_mutually_exclusive_group()
     key.add_argument("--key-file", help="the run's data-plane key: 64 hex digits in a file "
                                         "only its owner can read")

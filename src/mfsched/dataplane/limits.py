@@ -90,7 +90,7 @@ class GuardStats:
 
     connections_refused: int = 0  # over a connection limit or the descriptor limit
     preauth_evicted: int = 0  # oldest unauthenticated connection closed for a new one
-    handshake_failed: int = 0  # malformed hello, wrong mode or a tag without the key
+    handshake_failed: int = 0  # malformed hello, wrong mode, a wrong tag, or abandoned
     handshake_timeouts: int = 0
     frame_timeouts: int = 0  # a frame did not complete in time (slow or stalled peer)
     bad_mac: int = 0  # a frame that does not authenticate: connection closed

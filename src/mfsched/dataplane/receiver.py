@@ -189,6 +189,9 @@ class RxConnection(asyncio.BufferedProtocol):
         if self.state != _CLOSED and self.end > self.pos:
             self.l.guard.truncated += 1
             self.l.note("truncated", self.peer, "ended inside a frame or a handshake")
+        elif self.state == _AUTH:  # the peer left after our hello: it could not check our tag
+            self.l.guard.handshake_failed += 1
+            self.l.note("abandoned", self.peer, "left during the handshake")
         self.state = _CLOSED
         self._forget()
 
