@@ -334,12 +334,17 @@ def insider_many_connections(target: str, port: int, key: RunKey, n: int) -> dic
 # --- capture (inside the hostile namespace, of traffic mirrored to it) --------------------------
 
 
-def capture(iface: str, src: str, port: int, want_bytes: int, timeout_s: float) -> bytes:
-    """The first ``want_bytes`` a client at ``src`` sent on some connection to ``port`` that
-    carried that much, reassembled from packets seen on ``iface`` (AF_PACKET)."""
+def sniffer(iface: str) -> socket.socket:
+    """A packet socket that sees every frame on ``iface``, whoever it is addressed to."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     s.bind((iface, 0))
     s.settimeout(0.5)
+    return s
+
+
+def capture(s: socket.socket, src: str, port: int, want_bytes: int, timeout_s: float) -> bytes:
+    """The first ``want_bytes`` a client at ``src`` sent on some connection to ``port`` that
+    carried that much, reassembled from the packets the sniffer ``s`` sees."""
     src_ip = socket.inet_aton(src)
     isn: dict[int, int] = {}
     segs: dict[int, dict[int, bytes]] = {}
@@ -398,9 +403,10 @@ def main() -> None:
     a = ap.parse_args()
     t, port = a.target, a.port
     report: dict = {}
-    print("ready", flush=True)
-    if a.capture_from:
-        captured = capture(a.iface, a.capture_from, port, 64 * 1024, 30.0)
+    sniff = sniffer(a.iface) if a.capture_from else None
+    print("ready", flush=True)  # (sniffing already: the first legitimate SYN is not missed)
+    if sniff is not None:
+        captured = capture(sniff, a.capture_from, port, 64 * 1024, 30.0)
         report["captured_bytes"] = len(captured)
         report["replay"] = replay_stream(t, port, captured)
     report["forged"] = forged_chunks(t, port, 3)
