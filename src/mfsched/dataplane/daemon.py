@@ -108,7 +108,8 @@ class DaemonConfig:
     socket_group: str | None = None  # None: the control socket is 0600
 
     def address(self, server: int, nic: int) -> str:
-        return f"{self.address_base}.{server}.{10 + nic}"
+        # interned: every member keeps its two addresses, and there may be 100,000 members
+        return sys.intern(f"{self.address_base}.{server}.{10 + nic}")
 
     def locate(self, gpu: int) -> tuple[int, int]:
         """GPU -> (server, NIC): GPUs are split evenly over the NICs, as in the simulator."""
@@ -209,6 +210,7 @@ class Daemon:
                                         "bytes_submitted": 0, "decide_s": 0.0}
         self.guard = GuardStats()
         self.policy_errors = 0
+        self.active_flows_peak = 0
         self.progress = _Progress(self)
         self._stopped: asyncio.Event | None = None
         self._decide_pending = False
@@ -347,6 +349,7 @@ class Daemon:
         run.policy.on_flow_submit(info, now)  # may refuse (e.g. an unknown batch): nothing kept
         run.flows[fid] = flow
         client.pending_flows += 1
+        self.active_flows_peak = max(self.active_flows_peak, len(run.flows))
         flow.wall_s = wall
         for m in flow.members:
             self.sender.add(m)
@@ -567,7 +570,9 @@ class Daemon:
         pairs.append(("sender.copies", float(self.sender.copies)))
         pairs.append(("sender.promotions", float(self.sender.promotions)))
         pairs.append(("sender.queued_bytes", float(self.sender.queued_bytes())))
+        pairs.append(("sender.members", float(len(self.sender.members))))
         pairs.append(("active_flows", float(len(self.run.flows) if self.run else 0)))
+        pairs.append(("active_flows_peak", float(self.active_flows_peak)))
         pairs.append(("cpu_s", time.process_time()))
         pairs += _memory_pairs()
         pairs.append(("coordinator.connected",
