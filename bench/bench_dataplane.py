@@ -1,6 +1,8 @@
-"""Data-plane benchmark on the emulated fabric: goodput, priority isolation, promotion delay.
+"""Data-plane benchmark on the emulated fabric: goodput and CPU with and without
+authentication, priority isolation, promotion delay, a daemon's memory at 10,000 flows.
 
-    sudo python bench/bench_dataplane.py [--repeat 3] [--rate-mbps 200] [--write FILE]
+    sudo python bench/bench_dataplane.py [--repeat 3] [--rate-mbps 200] [--fast-rate-mbps 2000]
+                                         [--write FILE]
 
 Builds a 3-host fabric (:mod:`mfsched.dataplane.netns`: one switch namespace with a bridge,
 strict-priority HTB on every NIC uplink and switch port), starts real daemons in the host
@@ -9,8 +11,13 @@ Policies and sizes are in real units here (time and byte scale 1). Every figure 
 over ``--repeat`` runs; link rates are TCP payload rates (HTB is set so that full-size 9000-byte
 segments carry exactly that much payload).
 
-1. **Goodput**: one 25 MB flow h0 -> h1, and four flows of 8 MB in parallel, under ``fs``;
-   bytes / (completion - submit) as a fraction of the link's payload rate. Target >= 90%.
+1. **Goodput and CPU, authentication on and off**: one 25 MB flow h0 -> h1, and four flows of
+   8 MB in parallel, under ``fs``; bytes / (completion - submit) as a fraction of the link's
+   payload rate (target >= 90%), and the CPU seconds of the sending and the receiving daemon
+   per GB moved (``cpu_s`` of their stats, before and after). Then the same on a fast link
+   (``--fast-rate-mbps``, one 100 MB flow), where the daemons' CPU is the limit. The runs with
+   and without authentication alternate within each repeat; the ratio on / off is the cost
+   (target: within 10%).
 2. **Isolation** (``edf``: a P2D flow with a deadline is level 0 = hardware class 1; a
    collective without one is level 1 = class 2): a 60 MB low-priority flow saturates the
    link, a 12 MB high-priority flow starts 0.4 s later; its throughput as a fraction of the
@@ -24,6 +31,11 @@ segments carry exactly that much payload).
    remaining bytes need alone (the promotion delay), with the daemon's copies of starved
    chunks (default) and without. Without them the chunks already queued in the low class wait
    for the competitor to finish (ns-3 scenario e1); with them only the next chunk matters.
+   Also reported: from the layer_start message to the first byte of the promoted flow that
+   reaches h1 in the new class (``rx.class2.first_s`` of h1's daemon, the receiver's clock,
+   CLOCK_MONOTONIC like the benchmark's; target < 2 ms).
+4. **Memory**: the resident set of a daemon before and after 10,000 flows were submitted to
+   it (their receivers stopped, so all of them stay queued).
 
 Results are printed, go to ``bench/results/dataplane.json`` and, with ``--write FILE``, replace
 the bench-dataplane section of a Markdown file.
@@ -105,9 +117,17 @@ def layout(rate_bps: float) -> Layout:
                   Placement(3, 4, (0,)))
 
 
-def goodput(fab, lay, tmp: Path, rate_bps: float) -> dict:
-    with processes(fab, lay, EmulationConfig(coordinator=False), tmp / "goodput") as cl:
+def _cpu_s(cl) -> float:
+    """CPU seconds of the sending (h0) and the receiving (h1) daemon so far."""
+    return stats(cl.sockets[0])["cpu_s"] + stats(cl.sockets[1])["cpu_s"]
+
+
+def goodput(fab, lay, tmp: Path, rate_bps: float, auth: bool) -> dict:
+    name = "goodput-auth" if auth else "goodput-plain"
+    with processes(fab, lay, EmulationConfig(coordinator=False, authenticate=auth),
+                   tmp / name) as cl:
         c = Control(cl.sockets[0], "fs")
+        cpu0 = _cpu_s(cl)
         t0 = submit(c, flow(1, Stage.COLLECTIVE, 1, 25 * MB), 0, 1)
         c.wait("completion", 1)
         single = 25 * MB * 8 / (time.monotonic() - t0) / rate_bps
@@ -117,7 +137,38 @@ def goodput(fab, lay, tmp: Path, rate_bps: float) -> dict:
         for _ in range(4):
             c.wait("completion")
         parallel = 32 * MB * 8 / (time.monotonic() - t0) / rate_bps
-    return {"single_flow": single, "four_flows": parallel}
+        cpu = _cpu_s(cl) - cpu0
+    return {"single_flow": single, "four_flows": parallel, "cpu_s_per_gb": cpu / 0.057}
+
+
+def fast_goodput(fab, lay, tmp: Path, rate_bps: float, auth: bool) -> dict:
+    """One 100 MB flow on a link faster than the daemons (their CPU is the limit)."""
+    name = "fast-auth" if auth else "fast-plain"
+    with processes(fab, lay, EmulationConfig(coordinator=False, authenticate=auth),
+                   tmp / name) as cl:
+        c = Control(cl.sockets[0], "fs")
+        cpu0 = _cpu_s(cl)
+        t0 = submit(c, flow(1, Stage.COLLECTIVE, 1, 100 * MB), 0, 1)
+        c.wait("completion", 1)
+        mbps = 100 * MB * 8 / (time.monotonic() - t0) / 1e6
+        cpu = _cpu_s(cl) - cpu0
+    return {"goodput_mbps": mbps, "cpu_s_per_gb": cpu / 0.1}
+
+
+def memory(fab, lay, tmp: Path, flows: int = 10_000) -> dict:
+    """A daemon's resident set before and after ``flows`` one-chunk flows were queued in it."""
+    with processes(fab, lay, EmulationConfig(coordinator=False), tmp / "memory") as cl:
+        c = Control(cl.sockets[0], "fs")
+        for h in (1, 2):
+            cl.stop_daemon(h)
+        before = stats(cl.sockets[0])
+        for fid in range(1, flows + 1):
+            submit(c, flow(fid, Stage.COLLECTIVE, 1, 4096), 0, 1 + fid % 2)
+        while (after := stats(cl.sockets[0]))["active_flows"] < flows:
+            time.sleep(0.1)
+    return {"flows": flows, "rss_before_bytes": before["rss_bytes"],
+            "rss_after_bytes": after["rss_bytes"],
+            "per_flow_bytes": (after["rss_bytes"] - before["rss_bytes"]) / flows}
 
 
 def isolation(fab, lay, tmp: Path, rate_bps: float, incast: bool) -> float:
@@ -134,12 +185,16 @@ def isolation(fab, lay, tmp: Path, rate_bps: float, incast: bool) -> float:
     return share
 
 
-def delivered(path: str) -> float:
+def stats(path: str) -> dict[str, float]:
     c = Control.probe(path)
     c.send({"type": "stats"})
-    value = dict(c.wait("stats_reply")["stats"])["transport.bytes_delivered"]
+    value = dict(c.wait("stats_reply")["stats"])
     c.sock.close()
     return value
+
+
+def delivered(path: str) -> float:
+    return stats(path)["transport.bytes_delivered"]
 
 
 def promotion(fab, lay, tmp: Path, rate_bps: float, copies: bool) -> dict:
@@ -169,70 +224,123 @@ def promotion(fab, lay, tmp: Path, rate_bps: float, copies: bool) -> dict:
         after = time.monotonic() - t0
         c.wait("completion", 1)
         c.send({"type": "stats"})
-        stats = dict(c.wait("stats_reply")["stats"])
+        sent = dict(c.wait("stats_reply")["stats"])
+        # class 2 carries nothing to h1 before the promotion (its connection is open, idle)
+        first_byte = stats(cl.sockets[1])["rx.class2.first_s"] - t0
     alone = (size - before) * 8 / rate_bps
-    return {"delivered_before_promotion_bytes": before, "first_64k_after_promotion_s": first,
+    return {"delivered_before_promotion_bytes": before, "first_byte_new_class_s": first_byte,
+            "first_64k_after_promotion_s": first,
             "completion_after_promotion_s": after, "remaining_alone_s": alone,
-            "promotion_delay_s": after - alone, "chunks_copied": stats["sender.copies"]}
+            "promotion_delay_s": after - alone, "chunks_copied": sent["sender.copies"]}
 
 
 def _median(rows: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
+def _ratios(on: list[dict], off: list[dict]) -> dict:
+    """Median over repeats of on / off, run by run (each pair ran in the same repeat)."""
+    return {k: statistics.median(a[k] / b[k] for a, b in zip(on, off, strict=True))
+            for k in on[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rate-mbps", type=float, default=200.0)
+    ap.add_argument("--fast-rate-mbps", type=float, default=2000.0)
     ap.add_argument("--write", type=Path, help="replace the bench-dataplane section of this "
                                                "Markdown file")
     a = ap.parse_args()
-    rate = a.rate_mbps * 1e6
-    lay = layout(rate)
-    runs: dict[str, list] = {"goodput": [], "isolation": [], "promotion_with_copies": [],
-                             "promotion_without_copies": []}
+    rate, fast = a.rate_mbps * 1e6, a.fast_rate_mbps * 1e6
+    lay, fast_lay = layout(rate), layout(fast)
+    runs: dict[str, list] = {k: [] for k in (
+        "goodput_auth", "goodput_plain", "fast_auth", "fast_plain", "isolation",
+        "promotion_with_copies", "promotion_without_copies", "memory")}
     started = time.monotonic()
-    with fabric(FabricSpec(servers=3, nic_rate_bps=lay.htb_rate_bps)) as fab, \
-            tempfile.TemporaryDirectory(prefix="mfs-bench-") as tmp:
-        for i in range(a.repeat):
-            t = Path(tmp) / str(i)
-            runs["goodput"].append(goodput(fab, lay, t, rate))
-            runs["isolation"].append({"same_host": isolation(fab, lay, t, rate, False),
-                                      "incast": isolation(fab, lay, t, rate, True)})
-            runs["promotion_with_copies"].append(promotion(fab, lay, t, rate, True))
-            runs["promotion_without_copies"].append(promotion(fab, lay, t, rate, False))
+    with tempfile.TemporaryDirectory(prefix="mfs-bench-") as tmp:
+        with fabric(FabricSpec(servers=3, nic_rate_bps=lay.htb_rate_bps)) as fab:
+            for i in range(a.repeat):
+                t = Path(tmp) / str(i)
+                for auth in (True, False) if i % 2 == 0 else (False, True):
+                    key = "goodput_auth" if auth else "goodput_plain"
+                    runs[key].append(goodput(fab, lay, t, rate, auth))
+                runs["isolation"].append({"same_host": isolation(fab, lay, t, rate, False),
+                                          "incast": isolation(fab, lay, t, rate, True)})
+                runs["promotion_with_copies"].append(promotion(fab, lay, t, rate, True))
+                runs["promotion_without_copies"].append(promotion(fab, lay, t, rate, False))
+                runs["memory"].append(memory(fab, lay, t))
+        with fabric(FabricSpec(servers=3, nic_rate_bps=fast_lay.htb_rate_bps)) as fab:
+            for i in range(a.repeat):
+                t = Path(tmp) / f"fast{i}"
+                for auth in (True, False) if i % 2 == 0 else (False, True):
+                    key = "fast_auth" if auth else "fast_plain"
+                    runs[key].append(fast_goodput(fab, fast_lay, t, fast, auth))
     result = {
-        "link_payload_mbps": a.rate_mbps, "mtu": 9000, "repeats": a.repeat,
-        "wall_s": time.monotonic() - started,
-        "goodput_fraction": _median(runs["goodput"]),
+        "link_payload_mbps": a.rate_mbps, "fast_link_payload_mbps": a.fast_rate_mbps,
+        "mtu": 9000, "repeats": a.repeat, "wall_s": time.monotonic() - started,
+        "goodput_auth": _median(runs["goodput_auth"]),
+        "goodput_plain": _median(runs["goodput_plain"]),
+        "goodput_auth_over_plain": _ratios(runs["goodput_auth"], runs["goodput_plain"]),
+        "fast_auth": _median(runs["fast_auth"]),
+        "fast_plain": _median(runs["fast_plain"]),
+        "fast_auth_over_plain": _ratios(runs["fast_auth"], runs["fast_plain"]),
         "high_priority_share": _median(runs["isolation"]),
         "promotion_with_copies": _median(runs["promotion_with_copies"]),
         "promotion_without_copies": _median(runs["promotion_without_copies"]),
+        "memory": _median(runs["memory"]),
         "runs": runs,
     }
     save("dataplane", result, _markdown(result), a.write, "bench-dataplane")
 
 
 def _markdown(r: dict) -> str:
-    g, h = r["goodput_fraction"], r["high_priority_share"]
+    g, gp, gr = r["goodput_auth"], r["goodput_plain"], r["goodput_auth_over_plain"]
+    f, fp, fr = r["fast_auth"], r["fast_plain"], r["fast_auth_over_plain"]
+    h, m = r["high_priority_share"], r["memory"]
     p1, p0 = r["promotion_with_copies"], r["promotion_without_copies"]
     rows = [
         ("goodput, one 25 MB flow, fraction of the link's payload rate",
-         f"{g['single_flow']:.1%}", ">= 90%"),
-        ("goodput, four 8 MB flows in parallel", f"{g['four_flows']:.1%}", ">= 90%"),
+         f"{g['single_flow']:.1%}", f"{gp['single_flow']:.1%}", f"{gr['single_flow']:.3f}",
+         ">= 90%"),
+        ("goodput, four 8 MB flows in parallel", f"{g['four_flows']:.1%}",
+         f"{gp['four_flows']:.1%}", f"{gr['four_flows']:.3f}", ">= 90%"),
+        ("CPU of sender + receiver daemon per GB (the 57 MB above)",
+         f"{g['cpu_s_per_gb']:.2f} s", f"{gp['cpu_s_per_gb']:.2f} s",
+         f"{gr['cpu_s_per_gb']:.3f}", "ratio <= 1.10"),
+        (f"goodput of one 100 MB flow on a {r['fast_link_payload_mbps']:g} Mbit/s link "
+         "(CPU-bound)", f"{f['goodput_mbps']:.0f} Mbit/s", f"{fp['goodput_mbps']:.0f} Mbit/s",
+         f"{fr['goodput_mbps']:.3f}", "ratio >= 0.90"),
+        ("CPU of sender + receiver daemon per GB, fast link", f"{f['cpu_s_per_gb']:.2f} s",
+         f"{fp['cpu_s_per_gb']:.2f} s", f"{fr['cpu_s_per_gb']:.3f}", "ratio <= 1.10"),
+    ]
+    others = [
         ("high-priority share of the link against a saturating low-priority flow, same sender "
          "(host HTB)", f"{h['same_host']:.1%}", ">= 90%"),
         ("the same, incast from two hosts (switch-port HTB)", f"{h['incast']:.1%}", ">= 90%"),
+        ("promotion: from layer_start to the first byte in the new class at the receiver",
+         f"{1e3 * p1['first_byte_new_class_s']:.2f} ms", "< 2 ms"),
         ("promotion: from layer_start to 64 KB more delivered, with copies of starved chunks",
          f"{1e3 * p1['first_64k_after_promotion_s']:.1f} ms", ""),
         ("promotion delay (completion minus the time the rest needs alone), with copies",
          f"{1e3 * p1['promotion_delay_s']:.1f} ms", ""),
         ("promotion delay without copies (chunks stuck in the low class, ns-3 e1)",
          f"{1e3 * p0['promotion_delay_s']:.0f} ms", ""),
+        (f"daemon resident memory: idle / with {m['flows']:,} flows queued",
+         f"{m['rss_before_bytes'] / 2**20:.0f} / {m['rss_after_bytes'] / 2**20:.0f} MiB", ""),
+        ("... per queued flow", f"{m['per_flow_bytes'] / 1024:.2f} KiB", ""),
     ]
-    return "\n".join([f"Links of {r['link_payload_mbps']:g} Mbit/s payload, MTU {r['mtu']}.", "",
-                      f"| figure | median of {r['repeats']} | target |", "|---|---:|---:|"]
-                     + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+    n = r["repeats"]
+    return "\n".join(
+        [f"Links of {r['link_payload_mbps']:g} Mbit/s payload, MTU {r['mtu']}; medians of {n} "
+         "runs. Authentication: per-connection handshake and AES-256-GCM on every chunk and "
+         "ack (`docs/dataplane.md` section 11); plain: CRC-32 only. Ratios are on / plain, "
+         "run by run.", "",
+         "| figure | authenticated | plain | ratio | target |", "|---|---:|---:|---:|---:|"]
+        + [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+        + ["", f"| figure | median of {n} | target |", "|---|---:|---:|"]
+        + [f"| {a} | {b} | {c} |" for a, b, c in others])
+
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ from mfsched.dataplane import protocol
 from mfsched.dataplane.coordinator import Coordinator
 from mfsched.dataplane.daemon import Daemon, DaemonConfig
 from mfsched.dataplane.engine import Placement
+from mfsched.dataplane.limits import ControlLimits
 from mfsched.dataplane.netns import payload_to_htb_rate
 from mfsched.dataplane.testbed import Layout
 from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
@@ -37,7 +38,8 @@ class MemoryCluster:
     event loop. Addresses are m.<server>.<10+nic>."""
 
     def __init__(self, tmp: Path, servers: int, nics: int = 1, gpus_per_server: int = 4,
-                 coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9) -> None:
+                 coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9,
+                 control_limits: ControlLimits | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -48,7 +50,8 @@ class MemoryCluster:
         self.daemons = [
             Daemon(DaemonConfig(h, self.paths[h], nics=nics, gpus_per_server=gpus_per_server,
                                 address_base="m", pcie_bytes_per_s=pcie,
-                                coordinator_path=self.coord_path),
+                                coordinator_path=self.coord_path,
+                                control_limits=control_limits or ControlLimits()),
                    lambda addrs, ev: MemoryTransport(self.fabric, addrs, ev))
             for h in range(servers)]
         if self.coordinator is not None:

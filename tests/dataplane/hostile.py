@@ -177,9 +177,11 @@ def garbage(target: str, port: int, size_bytes: int = 4 << 20) -> str | None:
 
 
 def truncated_hello(target: str, port: int) -> None:
-    """Half a hello, then close."""
+    """Half a hello, then the end of our stream (and wait until the receiver has seen it)."""
     p = Peer(target, port)
     p.sock.sendall(ClientHandshake(None, 3).hello[:CLIENT_HELLO.size // 2])
+    p.sock.shutdown(socket.SHUT_WR)
+    p.closed_with()
     p.close()
 
 
@@ -299,7 +301,8 @@ def insider_truncated(target: str, port: int, key: RunKey) -> None:
     assert p.handshake(key)
     frame = p.frame(ChunkKey(INSIDER_FLOW + 400, 0, 0, 8192), 8192)
     p.sock.sendall(frame[:len(frame) // 2])
-    time.sleep(0.2)
+    p.sock.shutdown(socket.SHUT_WR)
+    p.closed_with()
     p.close()
 
 

@@ -36,12 +36,16 @@ LIMITS = DataLimits(handshake_timeout_s=1.0, frame_timeout_s=1.0, frame_min_byte
 
 def test_a_hostile_host_is_refused_and_counted_and_the_run_loses_nothing(tmp_path):
     key_file = tmp_path / "run.key"
-    key_file.write_text(RunKey.generate().export_hex())
+    secret = RunKey.generate().export_hex()
+    key_file.write_text(secret)
     key_file.chmod(0o600)
     emu = EmulationConfig(coordinator=False, key_file=str(key_file), data_limits=LIMITS)
     extra = [f"198.18.2.{20 + i}" for i in range(8)]
     with fabric(FabricSpec(servers=3, nic_rate_bps=payload_to_htb_rate(200e6, 9000))) as fab, \
             processes(fab, netns_layout(2), emu, tmp_path) as cl:
+        for proc in cl.daemons:  # the key reached the daemons through a pipe, not argv
+            argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            assert b"--key-fd" in argv and secret.encode() not in argv
         hns, sw = fab.host_ns(2), fab.switch_ns
         victim, legit = fab.address(1, 0), fab.address(0, 0)
         for addr in extra:
@@ -75,6 +79,8 @@ def test_a_hostile_host_is_refused_and_counted_and_the_run_loses_nothing(tmp_pat
             attacker.wait(10)
         sender, victim_st = daemon_stats(cl.sockets[0]), daemon_stats(cl.sockets[1])
     assert attacker.returncode == 0 and rounds >= 3
+    for log in tmp_path.glob("*.log"):
+        assert secret not in log.read_text()
     # the run: every legitimate byte exactly once, plus the insider's one valid chunk
     insider = report["insider_delivered_bytes"]
     assert insider == 2048

@@ -161,6 +161,21 @@ def test_client_limit_and_message_rate(tmp_path):
         served.close()
 
 
+def test_a_client_that_does_not_read_its_replies_is_dropped(tmp_path):
+    path = str(tmp_path / "c.sock")
+    served = _Served(path, ControlLimits(max_backlog_bytes=64 * 1024))
+    try:
+        c = Client(path)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        msg = b'\x00\x00\x00\x10{"type":"stats"}'
+        with pytest.raises(OSError):  # the server hangs up on us at some point
+            for _ in range(200_000):
+                c.send_raw(msg * 100)
+        assert served.guard.backlog_dropped == 1
+    finally:
+        served.close()
+
+
 @root_only
 def test_a_client_of_another_user_is_refused():
     import shutil

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from .auth import CLIENT_AUTH, CLIENT_HELLO, AuthError, ServerHandshake, Session
@@ -142,6 +143,7 @@ class RxConnection(asyncio.BufferedProtocol):
         self.hs: ServerHandshake | None = None
         self.session: Session | None = None
         self.acks: list[bytes] = []
+        self.refused = False
 
     # --- asyncio callbacks ----------------------------------------------------------------------
 
@@ -186,6 +188,8 @@ class RxConnection(asyncio.BufferedProtocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            self._drain()
         if self.state != _CLOSED and self.end > self.pos:
             self.l.guard.truncated += 1
             self.l.note("truncated", self.peer, "ended inside a frame or a handshake")
@@ -215,11 +219,24 @@ class RxConnection(asyncio.BufferedProtocol):
         """Tell the peer why, close, forget."""
         self.l.note(kind, self.peer, reason)
         self.state = _CLOSED
+        self.refused = True
         if self.transport is not None and not self.transport.is_closing():
             with contextlib.suppress(Exception):
                 self.transport.write(error_frame(reason))
             self.transport.close()
         self._forget()
+
+    def _drain(self) -> None:
+        """Read what the peer sent before we close (called just before the socket is closed):
+        a socket closed with unread data resets the connection and may drop the error frame
+        we just wrote. Bounded: a peer still sending after 256 KiB gets the reset."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            for _ in range(4):
+                if not os.read(sock.fileno(), 1 << 16):
+                    break
 
     def _forget(self) -> None:
         if self.counted:
