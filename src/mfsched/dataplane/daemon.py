@@ -55,17 +55,14 @@ from ..sim.allocation import priority_key
 from .auth import RunKey
 from .clock import serve_until_signalled
 from .control import ControlClient, ControlServer
+from .coordlink import CoordinatorLink
 from .limits import ControlLimits, DataLimits, GuardStats, parse_limit_options
 from .localsock import SocketAccess
 from .pcie import PcieLanes
 from .protocol import (
-    SKIP_LIMIT_BYTES,
     ProtocolError,
     batch_from,
-    decode_body,
-    encode,
     flow_from,
-    read_frame,
     request_from,
 )
 from .scale import Scale
@@ -78,7 +75,6 @@ log = logging.getLogger("mfsched.daemon")
 
 DRIVER_TYPES = frozenset({"hello", "request", "request_done", "batch_start", "layer_start",
                           "batch_compute_done", "batch_end", "submit", "stats", "shutdown"})
-COORDINATOR_TYPES = frozenset({"decision", "error"})
 _DATA_CLASSES = 6  # hardware classes 1..6 carry policy levels; 7 is the scavenger
 
 
@@ -235,7 +231,7 @@ class Daemon:
                                     self._member_done)
         self._new_pcie_lanes()
         self.pcie.warm_up()
-        self.coordinator = _CoordinatorLink(self) if cfg.coordinator_path else None
+        self.coordinator = CoordinatorLink(self) if cfg.coordinator_path else None
         await self.control.start()
         log.info("daemon %d listening on %s, data on %s:%d (%s)", cfg.server, cfg.socket_path,
                  ",".join(cfg.addresses), cfg.data_port,
@@ -586,95 +582,6 @@ def _memory_pairs() -> list[tuple[str, float]]:
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
         pairs.append(("rss_bytes", float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")))
     return pairs
-
-
-class _CoordinatorLink:
-    """The daemon's connection to the coordinator: reports, decisions, reconnects."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.path = daemon.config.coordinator_path
-        self.state: dict[tuple, dict] = {}  # what the coordinator needs to rebuild its view
-        self.writer: asyncio.StreamWriter | None = None
-        self.connected = False
-        self.task = daemon.loop.create_task(self._run())
-
-    def close(self) -> None:
-        self.task.cancel()
-        if self.writer is not None:
-            self.writer.close()
-
-    def reset(self) -> None:
-        self.state.clear()
-        if self.writer is not None:
-            self.writer.transport.abort()  # reconnect with the new run's hello
-
-    def report(self, msg: dict) -> None:
-        msg = {k: v for k, v in msg.items() if k != "report"}
-        self._remember(msg)
-        if self.writer is not None:
-            try:
-                self.writer.write(encode(msg))
-            except (ConnectionError, OSError, RuntimeError):
-                self.writer = None
-
-    def _remember(self, msg: dict) -> None:
-        kind = msg["type"]
-        if kind == "request":
-            self.state[("request", msg["request_id"])] = msg
-        elif kind == "request_done":
-            self.state.pop(("request", msg["request_id"]), None)
-        elif kind in ("batch_start", "layer_start", "batch_compute_done"):
-            self.state[(kind, msg["batch_id"])] = msg
-        elif kind == "batch_end":
-            for k in ("batch_start", "layer_start", "batch_compute_done"):
-                self.state.pop((k, msg["batch_id"]), None)
-        elif kind == "p2d_submit":
-            self.state[("p2d", msg["flow_id"])] = msg
-        elif kind == "p2d_complete":
-            self.state.pop(("p2d", msg["flow_id"]), None)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                reader, writer = await asyncio.open_unix_connection(self.path,
-                                                                    limit=SKIP_LIMIT_BYTES)
-            except OSError:
-                await asyncio.sleep(0.2)
-                continue
-            await self._session(reader, writer)
-            await asyncio.sleep(0.1)
-
-    async def _session(self, reader, writer) -> None:
-        run = self.d.run
-        hello = {"type": "hello", "role": "daemon", "server": self.d.config.server,
-                 "run_id": run.run_id if run else "", "epoch_s": run.epoch_s if run else 0.0,
-                 "time_scale": run.scale_t.factor if run else 1.0}
-        try:
-            writer.write(encode(hello))
-            for msg in list(self.state.values()):
-                writer.write(encode(msg))
-            self.writer, self.connected = writer, True
-            log.info("connected to the coordinator (%d state messages replayed)",
-                     len(self.state))
-            while True:
-                msg = await _read_or_none(reader, COORDINATOR_TYPES)
-                if msg is None:
-                    break
-                if msg["type"] == "decision":
-                    self.d.apply_coordinator(dict(msg["ranks"]), set(msg["pruned"]))
-                else:
-                    log.warning("coordinator: %s", msg["reason"])
-        except (ConnectionError, OSError, ProtocolError) as e:
-            log.warning("coordinator connection lost: %s", e)
-        finally:
-            self.writer, self.connected = None, False
-            writer.close()
-
-
-async def _read_or_none(reader: asyncio.StreamReader, accept: frozenset[str]) -> dict | None:
-    body = await read_frame(reader)
-    return None if body is None else decode_body(body, accept)
 
 
 # --- command line -------------------------------------------------------------------------------

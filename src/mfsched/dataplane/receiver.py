@@ -171,11 +171,13 @@ class RxConnection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.state == _CLOSED:
             return memoryview(_DISCARD)
-        if self.end == len(self.buf):
+        free = len(self.buf) - self.end
+        if free < len(self.buf) // 4 and self.pos:  # no tiny reads: move the partial frame up
             self._compact()
-            if self.end == len(self.buf):  # cannot happen: _frame grows the buffer first
-                self._refuse("malformed", "receive buffer full")
-                return memoryview(_DISCARD)
+            free = len(self.buf) - self.end
+        if not free:  # cannot happen: _frame grows the buffer for a frame longer than it
+            self._refuse("malformed", "receive buffer full")
+            return memoryview(_DISCARD)
         return self.view[self.end:]
 
     def buffer_updated(self, nbytes: int) -> None:
