@@ -91,10 +91,10 @@ class Peer:
         authenticated = s is not None and s.authenticated
         header = DATA_HEADER.pack(MAGIC, KIND_DATA, seq, key.flow_id, key.member, key.offset,
                                   key.length, total, 0 if authenticated else _crc(payload))
-        body = s.sealer.seal(seq, header, payload) if s else payload
+        frame = s.sealer.frame(seq, header, payload) if s else header + payload
         if tamper:
-            body = bytes([body[0] ^ 0xFF]) + body[1:]
-        return header + body
+            frame[len(header)] ^= 0xFF
+        return bytes(frame)
 
     def recv_exact(self, n: int) -> bytes | None:
         data = b""

@@ -68,12 +68,12 @@ def test_handshake_gives_both_sides_matching_sealed_channels():
     assert cs.authenticated and ss.authenticated and ss.hw_class == 5
     header, payload = b"h" * 47, os.urandom(1000)
     seq = cs.sealer.next_seq()
-    sealed = cs.sealer.seal(seq, header, payload)
+    sealed = cs.sealer.frame(seq, header, payload)[len(header):]
     assert len(sealed) == len(payload) + TAG_BYTES and payload not in sealed  # encrypted
     assert ss.opener.open(seq, header, sealed) == payload
     ack = b"a" * 36
     aseq = ss.sealer.next_seq()
-    assert cs.opener.open(aseq, ack, ss.sealer.seal(aseq, ack, b"")) == b""
+    assert cs.opener.open(aseq, ack, ss.sealer.frame(aseq, ack, b"")[len(ack):]) == b""
 
 
 def test_sealed_frames_refuse_tampering_replay_and_other_connections():
@@ -81,12 +81,12 @@ def test_sealed_frames_refuse_tampering_replay_and_other_connections():
     cs, ss = _pair(key, key)
     _, ss2 = _pair(key, key)
     header, payload = b"h" * 47, b"p" * 100
-    f0 = cs.sealer.seal(cs.sealer.next_seq(), header, payload)
+    f0 = bytes(cs.sealer.frame(cs.sealer.next_seq(), header, payload)[len(header):])
     assert ss.opener.open(0, header, f0) == payload
     with pytest.raises(AuthError) as e:  # the same frame again: authentic but old
         ss.opener.open(0, header, f0)
     assert e.value.kind == "replayed"
-    f1 = cs.sealer.seal(cs.sealer.next_seq(), header, payload)
+    f1 = bytes(cs.sealer.frame(cs.sealer.next_seq(), header, payload)[len(header):])
     with pytest.raises(AuthError) as e:  # header altered (say, the offset)
         ss.opener.open(1, b"H" + header[1:], f1)
     assert e.value.kind == "bad_mac"
@@ -144,7 +144,7 @@ def test_both_sides_must_agree_on_authentication():
 def test_without_a_key_frames_are_plain_but_numbered():
     cs, ss = _pair(None, None)
     assert not cs.authenticated and cs.sealer.tag_bytes == 0
-    assert ss.opener.open(0, b"h", cs.sealer.seal(cs.sealer.next_seq(), b"h", b"x")) == b"x"
+    assert ss.opener.open(0, b"h", cs.sealer.frame(cs.sealer.next_seq(), b"h", b"x")[1:]) == b"x"
     with pytest.raises(AuthError) as e:
         ss.opener.open(0, b"h", b"x")
     assert e.value.kind == "replayed"

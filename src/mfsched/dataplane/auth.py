@@ -187,44 +187,61 @@ class Sealer:
         seq, self.seq = self.seq, self.seq + 1
         return seq
 
-    def seal(self, seq: int, header: bytes, payload) -> bytes:
-        """Ciphertext + tag of ``payload`` with ``header`` authenticated (frame ``seq``); the
-        payload itself when not authenticating."""
+    def frame(self, seq: int, header: bytes, payload) -> bytearray:
+        """The whole frame ``seq``: ``header``, then ``payload`` encrypted and a tag that also
+        covers the header; ``header + payload`` when not authenticating. One new buffer per
+        frame: the transport may keep it until the socket takes it."""
+        h, n = len(header), len(payload)
         if self._aead is None:
-            return payload
-        return self._aead.encrypt(_NONCE_PREFIX + _SEQ.pack(seq), payload, header)
+            out = bytearray(h + n)
+            out[h:] = payload
+        else:
+            out = bytearray(h + n + TAG_BYTES)
+            self._aead.encrypt_into(_NONCE_PREFIX + _SEQ.pack(seq), payload, header,
+                                    memoryview(out)[h:])
+        out[:h] = header
+        return out
 
 
 class Opener:
-    """The receiving half: checks that frames come in order and authenticate."""
+    """The receiving half: checks that frames come in order and authenticate. Payloads are
+    decrypted into one reused buffer: what :meth:`open` returns is valid until its next call."""
 
-    __slots__ = ("_aead", "seq")
+    __slots__ = ("_aead", "_out", "seq")
 
     def __init__(self, key: bytes | None) -> None:
         self._aead = AESGCM(key) if key is not None else None
+        self._out = memoryview(bytearray(0))
         self.seq = 0
 
     @property
     def tag_bytes(self) -> int:
         return TAG_BYTES if self._aead is not None else 0
 
-    def open(self, seq: int, header, sealed) -> bytes:
-        """The payload of frame ``seq`` (the number its header carries), or AuthError:
-        ``bad_mac`` if it does not authenticate (forged, altered, or from another
-        connection), ``replayed`` if it authenticates but is not the next frame."""
+    def open(self, seq: int, header, sealed):
+        """The payload of frame ``seq`` (the number its header carries) as a bytes-like
+        object, or AuthError: ``bad_mac`` if it does not authenticate (forged, altered, or
+        from another connection), ``replayed`` if it authenticates but is not the next
+        frame. Without a key the payload is ``sealed`` itself."""
         if self._aead is None:
             if seq != self.seq:
                 raise AuthError("replayed", f"frame {seq} out of sequence (expected {self.seq})")
             self.seq += 1
-            return bytes(sealed)
+            return sealed
+        n = len(sealed) - TAG_BYTES
+        if n < 0:
+            raise AuthError("bad_mac", f"frame {seq} is shorter than its tag")
+        if len(self._out) < n:
+            self._out = memoryview(bytearray(max(n, 2 * len(self._out))))
+        out = self._out[:n]
         try:
-            payload = self._aead.decrypt(_NONCE_PREFIX + _SEQ.pack(seq), sealed, header)
+            self._aead.decrypt_into(_NONCE_PREFIX + _SEQ.pack(seq), sealed, header, out)
         except InvalidTag:
             raise AuthError("bad_mac", f"frame {seq} does not authenticate") from None
         if seq != self.seq:
             raise AuthError("replayed", f"frame {seq} replayed (expected {self.seq})")
         self.seq += 1
-        return payload
+        return out
 
 
 @dataclass(frozen=True)

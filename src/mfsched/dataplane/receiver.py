@@ -367,7 +367,7 @@ class RxConnection(asyncio.BufferedProtocol):
         sealer = session.sealer
         ack_seq = sealer.next_seq()
         ack = ACK_FRAME.pack(MAGIC, KIND_ACK, ack_seq, flow, member, offset, length, status)
-        self.acks.append(ack + sealer.seal(ack_seq, ack, b""))
+        self.acks.append(sealer.frame(ack_seq, ack, b""))
         if new:
             lis.events.member_received(flow, member, new, total, complete)
         return size

@@ -293,7 +293,7 @@ class _TcpConnection:
         crc = 0 if self.session.authenticated else zlib.crc32(payload)
         header = DATA_HEADER.pack(MAGIC, KIND_DATA, seq, key.flow_id, key.member, key.offset,
                                   key.length, total, crc)
-        writer.writelines((header, sealer.seal(seq, header, payload)))
+        writer.write(sealer.frame(seq, header, payload))
         self.unacked[key] = total
         stats = self.t.stats
         stats.chunks_sent += 1
