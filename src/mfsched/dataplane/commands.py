@@ -61,6 +61,10 @@ def _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice,
                               window_bytes=int(window_kib * 1024))
         if no_auth and key_file is not None:
             raise UserError("--key-file and --no-auth exclude each other")
+        if key_file is not None:
+            from .auth import RunKey
+
+            RunKey.from_file(str(key_file))  # a bad key file fails now, not after the fabric
         return EmulationConfig(scale=scale, mtu=mtu, sender=sender,
                                coordinator=not no_coordinator,
                                log_dir=None if log_dir is None else str(log_dir), nice=nice,
