@@ -42,7 +42,9 @@ class SenderConfig:
 
 
 class MemberTx:
-    """One member being sent: byte accounting, its place in the queues, its pace."""
+    """One member being sent: byte accounting, its place in the queues, its pace. Queued
+    members are many (100,000 in the load test): the containers only some of them need are
+    created on first use."""
 
     __slots__ = ("acked", "acked_offsets", "cap_bytes_per_s", "cls", "done", "dst_addr",
                  "first_send_s", "flow_id", "index", "inflight", "next_offset", "next_send_s",
@@ -58,9 +60,9 @@ class MemberTx:
         self.total = total_bytes
         self.next_offset = 0
         self.acked = 0
-        self.acked_offsets: set[int] = set()
+        self.acked_offsets: set[int] | None = None  # once a chunk was acknowledged
         self.inflight: dict[ChunkKey, list[tuple[Route, float]]] = {}
-        self.retry: deque[ChunkKey] = deque()
+        self.retry: deque[ChunkKey] | None = None  # once a chunk failed
         self.prio: Priority | None = None
         self.cls = -1
         self.version = 0
@@ -185,7 +187,7 @@ class SendScheduler:
         now = self._loop.time()
         limit = self.config.promote_copy_after_s
         for key, routes in list(m.inflight.items()):
-            if key.offset in m.acked_offsets:
+            if m.acked_offsets is not None and key.offset in m.acked_offsets:
                 continue
             if all(r.hw_class > m.cls and now - t >= limit for r, t in routes):
                 self._send(m, key, m.cls, now)
@@ -211,6 +213,8 @@ class SendScheduler:
         m = self.members.get((key.flow_id, key.member))
         if m is None or not self._release(m, key, route):
             return
+        if m.acked_offsets is None:
+            m.acked_offsets = set()
         if key.offset not in m.acked_offsets:
             m.acked_offsets.add(key.offset)
             m.acked += key.length
@@ -227,7 +231,10 @@ class SendScheduler:
         m = self.members.get((key.flow_id, key.member))
         if m is None or not self._release(m, key, route):
             return
-        if key.offset not in m.acked_offsets and key not in m.inflight:
+        acked = m.acked_offsets is not None and key.offset in m.acked_offsets
+        if not acked and key not in m.inflight:
+            if m.retry is None:
+                m.retry = deque()
             m.retry.append(key)
             self._push(m)
 
