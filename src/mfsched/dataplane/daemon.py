@@ -338,7 +338,8 @@ class Daemon:
             else:
                 flow.members.append(MemberTx(fid, index, s_nic,
                                              self.config.address(s_server, s_nic),
-                                             self.config.address(d_server, d_nic), real))
+                                             self.config.address(d_server, d_nic), real,
+                                             msg["connections"]))
         flow.left = len(flow.members) + len(flow.pcie)
         if not flow.left:
             raise ProtocolError("submit.local: no members")
@@ -350,7 +351,8 @@ class Daemon:
         for m in flow.members:
             self.sender.add(m)
         for index, src, dst, real in flow.pcie:
-            self._pcie_after(self.pcie.add(wall, (fid, index), src, dst, real))
+            self._pcie_after(self.pcie.add(wall, (fid, index), src, dst, real,
+                                           share=msg["connections"]))
         self.stats["flows"] += 1
         self.stats["bytes_submitted"] += sum(m.total for m in flow.members) + \
             sum(b for *_, b in flow.pcie)
