@@ -1,9 +1,11 @@
 """The policy protocol, its configuration and the scheduler registry.
 
-Drivers call the ``on_*`` notifications as things happen and :meth:`Policy.decide` once per
-instant after them (the simulator: after all events of one timestamp; the daemon: after a
-batch of messages). Notifications must be cheap; decide may do more work but sees only
-what it was told plus the :class:`~mfsched.policy.types.ProgressView`.
+Every runtime drives a policy through :class:`mfsched.policy.driver.PolicyDriver`, which calls
+the ``on_*`` notifications as things happen and :meth:`Policy.decide` once per instant after
+them (the simulator: after all events of one timestamp; the daemon: after a batch of messages;
+vLLM: at its hooks). Notifications must be cheap; decide may do more work but sees only what
+it was told plus the :class:`~mfsched.policy.types.ProgressView`. The driver guarantees that a
+policy never sees a flow of an unknown batch, nor a request forgotten while its flows move.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import ClassVar
 
 from ..errors import UserError
 from ..registry import Registry
-from .types import BatchInfo, Decision, FlowInfo, ProgressView, RequestInfo
+from .types import BatchInfo, Decision, FlowInfo, GlobalOrder, ProgressView, RequestInfo
 
 __all__ = ["SCHEDULERS", "Policy", "PolicyConfig", "make_policy", "parse_options"]
 
@@ -72,6 +74,13 @@ class Policy:
 
     def on_flow_complete(self, flow_id: int, now_s: float) -> None:
         """The flow's last byte arrived."""
+
+    def on_global_order(self, order: GlobalOrder, now_s: float) -> None:
+        """A coordinator decided the inter-request order and the pruned requests (paper §5).
+        From the first call on, a policy with an inter-request stage takes both from the
+        coordinator (its own RED ranks only for batches the order does not know yet) and no
+        longer prunes by itself; the changes come out of the next :meth:`decide` as usual.
+        Policies without an inter-request stage ignore it."""
 
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
         raise NotImplementedError

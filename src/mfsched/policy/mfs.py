@@ -35,9 +35,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
-from .red import BatchLoad, feasibility_prune, robust_effective_deadline
+from .red import BatchState, add_in_flight, batch_loads, feasibility_prune, red_order
 from .rmlq import LevelLayout, MonotoneLevels, minimal_link_utilization, mlu_thresholds, p2d_band
-from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
+from .types import (
+    BatchInfo,
+    Decision,
+    FlowInfo,
+    GlobalOrder,
+    Priority,
+    ProgressView,
+    RequestInfo,
+    Stage,
+)
 
 __all__ = ["MFS", "MFSConfig"]
 
@@ -85,25 +94,15 @@ class _Req:
         self.pruned = False
 
 
-class _Batch:
-    __slots__ = (
-        "compute_done",
-        "flows",
-        "info",
-        "layer",
-        "p2d_layer_bw",
-        "p2d_layer_bytes",
-        "p2d_layers",
-        "rank",
-    )
+class _BatchView(BatchState):
+    """MFS's view of a live batch: the inter-request stage's plus its flows and RED rank."""
+
+    __slots__ = ("flows", "p2d_layer_bw", "p2d_layer_bytes", "rank")
 
     def __init__(self, info: BatchInfo) -> None:
-        self.info = info
-        self.layer = 0
-        self.compute_done = False
+        super().__init__(info)
         self.rank = 0
         self.flows: set[int] = set()
-        self.p2d_layers: dict[int, set[int]] = {}  # request -> layers whose P2D was emitted
         self.p2d_layer_bytes: dict[int, float] = {}  # request -> P2D bytes of one layer
         self.p2d_layer_bw: dict[int, float] = {}  # request -> summed lane bottlenecks, B/s
 
@@ -121,11 +120,12 @@ class MFS(Policy):
         self.layout = c.layout()
         self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
         self.requests: dict[int, _Req] = {}
-        self.batches: dict[int, _Batch] = {}
+        self.batches: dict[int, _BatchView] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.prio: dict[int, Priority] = {}
         self.levels = MonotoneLevels()
-        self.port_capacity: dict[int, float] = {}  # bytes/s
+        self.port_capacity_bytes_per_s: dict[int, float] = {}
+        self._global: GlobalOrder | None = None  # a coordinator's order, once one was given
         self._new: list[int] = []
         self._boundaries: set[int] = set()
         self._order_dirty = False
@@ -144,14 +144,18 @@ class MFS(Policy):
         self.requests.pop(request_id, None)
 
     def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
-        self.batches[batch.batch_id] = _Batch(batch)
+        self.batches[batch.batch_id] = _BatchView(batch)
         for port, bps in batch.port_capacity_bps.items():
-            self.port_capacity[port] = bps / 8
+            self.port_capacity_bytes_per_s[port] = bps / 8
         self._order_dirty = True
 
     def on_batch_end(self, batch_id: int, now_s: float) -> None:
         self.batches.pop(batch_id, None)
         self._finished.discard(batch_id)
+        self._order_dirty = True
+
+    def on_global_order(self, order: GlobalOrder, now_s: float) -> None:
+        self._global = order
         self._order_dirty = True
 
     def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
@@ -207,7 +211,10 @@ class MFS(Policy):
             self._order_dirty = False
             self._reorder(out)
             if c.pruning:
-                self._prune(now_s, progress, out)
+                if self._global is None:
+                    self._prune(now_s, progress, out)
+                else:
+                    self._mark_pruned(self._global.pruned, out)
         for fid in self._new:
             if fid in self.flows:
                 self._assign(fid, now_s, progress, out)
@@ -252,7 +259,7 @@ class MFS(Policy):
             rank = b.rank if c.red_tiebreak else 0
         self._emit(fid, Priority(self.levels.promote(fid, level), rank), out)
 
-    def _p2d_level(self, flow: FlowInfo, b: _Batch, now_s, progress) -> int:
+    def _p2d_level(self, flow: FlowInfo, b: _BatchView, now_s, progress) -> int:
         c: MFSConfig = self.config
         if not c.mlu:
             return self.layout.p2d(self.layout.p2d_bands - 1)
@@ -272,7 +279,7 @@ class MFS(Policy):
             return r.level
         return level
 
-    def _request_p2d(self, rid, r: _Req, b: _Batch, flow: FlowInfo, progress):
+    def _request_p2d(self, rid, r: _Req, b: _BatchView, flow: FlowInfo, progress):
         """All of the request's remaining P2D bytes (emitted and to come) and its lanes'
         summed bottleneck bandwidth."""
         remaining = 0.0
@@ -295,7 +302,7 @@ class MFS(Policy):
         rho = 0.0
         for port, _size in flow.port_bytes:
             w = self._early.get(port)
-            cap = self.port_capacity.get(port)
+            cap = self.port_capacity_bytes_per_s.get(port)
             if w is None or not cap or w[0] < bucket - 1:
                 continue
             recent = w[1] + w[2] * (1.0 - (pos - bucket)) if w[0] == bucket else \
@@ -303,7 +310,7 @@ class MFS(Policy):
             rho = max(rho, recent / (cap * window))
         return min(rho, self.config.rho_max)
 
-    def _promote_batch(self, b: _Batch, now_s, progress, out) -> None:
+    def _promote_batch(self, b: _BatchView, now_s, progress, out) -> None:
         """A layer boundary: early flows move up as RLI shrinks; P2D MLUs are refreshed."""
         for fid in list(b.flows):
             if self.flows[fid].stage != Stage.COLLECTIVE:
@@ -331,14 +338,15 @@ class MFS(Policy):
 
     # --- inter-request order and overload control ---------------------------------------------
 
-    def _reorder(self, out) -> None:
-        def red(b: _Batch) -> float:
-            return robust_effective_deadline(
-                [self.requests[r].deadline_s for r in b.info.request_ids if r in self.requests]
-                or [float("inf")])
+    def _deadlines(self) -> dict[int, float]:
+        return {rid: r.deadline_s for rid, r in self.requests.items()}
 
-        ordered = sorted(self.batches.values(), key=lambda b: (red(b), b.info.batch_id))
-        for rank, b in enumerate(ordered):
+    def _reorder(self, out) -> None:
+        """RED ranks of the live batches (ours, or a coordinator's where it has one)."""
+        ordered = red_order(self.batches.values(), self._deadlines())
+        ranks = self._global.ranks if self._global is not None else {}
+        for local, b in enumerate(ordered):
+            rank = ranks.get(b.info.batch_id, local)
             if b.rank != rank:
                 b.rank = rank
                 if self.config.red_tiebreak:
@@ -349,44 +357,31 @@ class MFS(Policy):
         self._ordered = ordered
 
     def _prune(self, now_s, progress, out) -> None:
-        loads = []
+        """The feasibility check over the batches in RED order (Algorithm 1)."""
+        in_flight: dict[tuple[int, int], dict[int, float]] = {}
         for b in self._ordered:
-            info = b.info
-            deadlines = [self.requests[r].deadline_s for r in info.request_ids
-                         if r in self.requests]
-            if not deadlines:
-                continue
-            remaining_layers = 0 if b.compute_done else info.num_layers - b.layer
-            early = {port: size * remaining_layers for port, size in info.early_port_bytes.items()}
-            loads.append(BatchLoad(info.batch_id, deadlines,
-                                   now_s + remaining_layers * info.layer_compute_s, early,
-                                   self._p2d_loads(b, progress)))
-        victims = feasibility_prune(loads, self.port_capacity, now_s, self.config.drop_budget)
+            p2d = b.info.p2d_port_bytes
+            for fid in b.flows:
+                f = self.flows[fid]
+                if f.stage != Stage.P2D:
+                    continue
+                rid = f.request_ids[0]
+                r = self.requests.get(rid)
+                if r is not None and not r.pruned and rid in p2d:
+                    add_in_flight(in_flight, b.info.batch_id, rid, f.port_bytes,
+                                  progress.remaining_bytes(fid) / f.size_bytes)
+        pruned = {rid for rid, r in self.requests.items() if r.pruned}
+        loads = batch_loads(self._ordered, self._deadlines(), pruned, in_flight, now_s)
+        self._mark_pruned(feasibility_prune(loads, self.port_capacity_bytes_per_s, now_s,
+                                            self.config.drop_budget), out)
+
+    def _mark_pruned(self, victims, out) -> None:
+        """The requests' P2D flows go to the scavenger level (now and when submitted)."""
         for rid in victims:
-            r = self.requests[rid]
+            r = self.requests.get(rid)
+            if r is None or r.pruned:
+                continue
             r.pruned = True
             self._pruned_changed = True
             for fid in r.flows:
                 self._emit(fid, Priority(self.layout.scavenger), out)
-
-    def _p2d_loads(self, b: _Batch, progress) -> dict[int, dict[int, float]]:
-        """Request -> port -> P2D bytes still to move: the rest of its active P2D flows plus the
-        layers not computed yet (only requests that can still be pruned)."""
-        loads: dict[int, dict[int, float]] = {}
-        for rid in b.info.request_ids:
-            r = self.requests.get(rid)
-            if r is not None and not r.pruned and rid in b.info.p2d_port_bytes:
-                loads[rid] = {}
-        for fid in b.flows:
-            f = self.flows[fid]
-            load = loads.get(f.request_ids[0]) if f.stage == Stage.P2D else None
-            if load is not None:
-                frac = progress.remaining_bytes(fid) / f.size_bytes
-                for port, size in f.port_bytes:
-                    load[port] = load.get(port, 0.0) + size * frac
-        if not b.compute_done:
-            for rid, load in loads.items():
-                future = b.info.num_layers - len(b.p2d_layers.get(rid, ()))
-                for port, size in b.info.p2d_port_bytes[rid].items():
-                    load[port] = load.get(port, 0.0) + size * future
-        return loads

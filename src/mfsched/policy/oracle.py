@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
+from .red import BatchState
 from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
 
 __all__ = ["Oracle", "OracleConfig"]
@@ -48,14 +49,11 @@ def _rank(laxity_s: float) -> int:
     return int((min(max(laxity_s, -_OFFSET_S), _OFFSET_S) + _OFFSET_S) * 1e6)
 
 
-class _B:
-    __slots__ = ("compute_done", "info", "layer", "p2d_layer_bytes", "p2d_layers")
+class _OracleBatch(BatchState):
+    __slots__ = ("p2d_layer_bytes",)
 
     def __init__(self, info: BatchInfo) -> None:
-        self.info = info
-        self.layer = 0
-        self.compute_done = False
-        self.p2d_layers: dict[int, set[int]] = {}
+        super().__init__(info)
         self.p2d_layer_bytes: dict[int, float] = {}
 
 
@@ -68,7 +66,7 @@ class Oracle(Policy):
     def __init__(self, config=None) -> None:
         super().__init__(config)
         self.deadline: dict[int, float] = {}
-        self.batches: dict[int, _B] = {}
+        self.batches: dict[int, _OracleBatch] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.p2d_of: dict[int, set[int]] = {}
         self.prio: dict[int, Priority] = {}
@@ -82,7 +80,7 @@ class Oracle(Policy):
         self.p2d_of.pop(request_id, None)
 
     def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
-        self.batches[batch.batch_id] = _B(batch)
+        self.batches[batch.batch_id] = _OracleBatch(batch)
 
     def on_batch_end(self, batch_id: int, now_s: float) -> None:
         self.batches.pop(batch_id, None)
@@ -114,7 +112,7 @@ class Oracle(Policy):
     def _bandwidth(self, flow: FlowInfo) -> float:
         return flow.members * flow.bottleneck_bps / 8
 
-    def _p2d_time(self, rid: int, b: _B, bw: float, progress: ProgressView) -> float:
+    def _p2d_time(self, rid: int, b: _OracleBatch, bw: float, progress: ProgressView) -> float:
         remaining = sum(progress.remaining_bytes(f) * self.flows[f].total_bytes
                         / self.flows[f].size_bytes for f in self.p2d_of.get(rid, ()))
         if not b.compute_done:

@@ -1,15 +1,23 @@
 """Inter-request order and overload control: RED, the feasibility check, selective pruning.
 
-Pure functions of deadlines and load vectors (paper §4.4.2 and Appendix B, Algorithm 1); the
-MFS policy and the data-plane coordinator both call them.
+Pure functions of deadlines and load vectors (paper §4.4.2 and Appendix B, Algorithm 1), and
+the one view of a batch they read. Two callers, one copy: the MFS policy (on its own, with the
+flows of one host or of the whole simulated cluster) and the data-plane coordinator (with the
+global view, :mod:`mfsched.dataplane.coordinator`). Both call :func:`red_order` to rank the live
+batches and :func:`batch_loads` + :func:`feasibility_prune` to prune; they differ only in where
+the in-flight P2D bytes come from (MFS: the progress view; the coordinator: the daemons'
+reports).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["BatchLoad", "feasibility_prune", "robust_effective_deadline", "split_deadlines"]
+from .types import BatchInfo
+
+__all__ = ["BatchLoad", "BatchState", "add_in_flight", "batch_loads", "feasibility_prune",
+           "loose_deadline", "red_order", "robust_effective_deadline", "split_deadlines"]
 
 
 def split_deadlines(deadlines: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -42,6 +50,74 @@ def loose_deadline(deadlines: Sequence[float]) -> float:
     """D^Lo_min, the feasibility target of a batch (the tight minimum if nothing is loose)."""
     tight, loose = split_deadlines(deadlines)
     return loose[0] if loose else tight[0]
+
+
+class BatchState:
+    """What the inter-request stage knows of a live batch: its description, the layer it is
+    computing, whether its compute is done, and per request the layers whose P2D flows were
+    emitted. MFS extends it with its own per-batch state; the coordinator uses it as is."""
+
+    __slots__ = ("compute_done", "info", "layer", "p2d_layers")
+
+    def __init__(self, info: BatchInfo) -> None:
+        self.info = info
+        self.layer = 0
+        self.compute_done = False
+        self.p2d_layers: dict[int, set[int]] = {}  # request -> layers whose P2D was emitted
+
+
+def red_order(batches: Iterable[BatchState], deadline_s: Mapping[int, float]) -> list:
+    """The batches in ascending RED of their live requests' deadlines (``deadline_s``: request
+    -> deadline of the requests still live), ties by batch id. A batch without live requests
+    ranks last (RED = inf)."""
+    def red(b: BatchState) -> float:
+        return robust_effective_deadline(
+            [deadline_s[r] for r in b.info.request_ids if r in deadline_s] or [float("inf")])
+
+    return sorted(batches, key=lambda b: (red(b), b.info.batch_id))
+
+
+def add_in_flight(acc: dict[tuple[int, int], dict[int, float]], batch_id: int,
+                  request_id: int, port_bytes: Iterable[tuple[int, float]],
+                  fraction: float) -> None:
+    """Count ``fraction`` of a P2D flow's per-port bytes for (batch, request)."""
+    load = acc.get((batch_id, request_id))
+    if load is None:
+        load = acc[(batch_id, request_id)] = {}
+    for port, size in port_bytes:
+        load[port] = load.get(port, 0.0) + size * fraction
+
+
+def batch_loads(ordered: Sequence[BatchState], deadline_s: Mapping[int, float],
+                pruned: Container[int], in_flight: Mapping[tuple[int, int], Mapping[int, float]],
+                now_s: float) -> list[BatchLoad]:
+    """The feasibility check's input (Algorithm 1's load vectors), batch by batch in ``ordered``
+    (RED order): the remaining compute, the early-stage bytes of the layers not computed yet,
+    and per request that can still be pruned (live, not pruned, with P2D traffic) its P2D bytes
+    still to move: ``in_flight[(batch, request)]`` (per port; what the caller knows remains of
+    the emitted flows) plus one layer's P2D bytes for every layer not emitted yet. Batches
+    without live requests are left out."""
+    loads = []
+    for b in ordered:
+        info = b.info
+        deadlines = [deadline_s[r] for r in info.request_ids if r in deadline_s]
+        if not deadlines:
+            continue
+        left = 0 if b.compute_done else info.num_layers - b.layer
+        early = {port: size * left for port, size in info.early_port_bytes.items()}
+        prunable: dict[int, dict[int, float]] = {}
+        for rid in info.request_ids:
+            if rid not in deadline_s or rid in pruned or rid not in info.p2d_port_bytes:
+                continue
+            load = dict(in_flight.get((info.batch_id, rid), ()))
+            if not b.compute_done:
+                future = info.num_layers - len(b.p2d_layers.get(rid, ()))
+                for port, size in info.p2d_port_bytes[rid].items():
+                    load[port] = load.get(port, 0.0) + size * future
+            prunable[rid] = load
+        loads.append(BatchLoad(info.batch_id, deadlines, now_s + left * info.layer_compute_s,
+                               early, prunable))
+    return loads
 
 
 @dataclass

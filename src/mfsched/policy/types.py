@@ -17,6 +17,7 @@ __all__ = [
     "BatchInfo",
     "Decision",
     "FlowInfo",
+    "GlobalOrder",
     "Priority",
     "ProgressView",
     "RequestInfo",
@@ -120,6 +121,19 @@ class Decision(NamedTuple):
     rate_caps: Mapping[int, float | None] = _EMPTY
     pruned: frozenset[int] | None = None
     wake_s: float | None = None
+
+
+class GlobalOrder(NamedTuple):
+    """An inter-request decision made outside the policy: the data plane's coordinator orders
+    all live batches by RED and prunes requests with the global view (paper §5), and every
+    daemon's policy takes its decision from there (:meth:`Policy.on_global_order`).
+
+    ``ranks`` maps batch -> RED rank (0 first); ``pruned`` is the full set of pruned requests.
+    An empty order says only "a coordinator owns this": the policy stops pruning on its own.
+    """
+
+    ranks: Mapping[int, int] = _EMPTY
+    pruned: frozenset[int] = frozenset()
 
 
 class ProgressView(Protocol):

@@ -5,11 +5,12 @@ Heap keys are ``(time_s, kind, seq)``: at equal times, events run in :class:`Eve
 then compute completions, then arrivals, then policy wake-ups), and in submission order
 (``seq``) within a kind. Stale network and wake-up events are dropped lazily by version.
 
-After all events of one instant, the engine asks the policy to decide once, applies the new
-priorities, reallocates bandwidth if anything changed and schedules the next network
-completion. The world (:mod:`mfsched.sim.serving`) submits flows and tells the policy about
-requests, batches and layers through the engine, so the policy is always told before it is
-asked.
+After all events of one instant, the engine asks the policy to decide once (through the shared
+:class:`~mfsched.policy.driver.PolicyDriver`, which applies the new priorities and rate caps to
+the network and the wake-up time to the heap), reallocates bandwidth if anything changed and
+schedules the next network completion. The world (:mod:`mfsched.sim.serving`) submits flows and
+tells the policy about requests, batches and layers through the engine, so the policy is always
+told before it is asked.
 
 The public methods used by :class:`~mfsched.sim.serving.Serving` (``now_s``, ``schedule``,
 ``new_flow_id``, ``submit``, the notifications, ``run`` and the counters) are the contract a
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..policy.base import Policy
-from ..policy.types import BatchInfo, FlowInfo, Priority, RequestInfo
+from ..policy.driver import PolicyDriver
+from ..policy.types import BatchInfo, FlowInfo, RequestInfo
 from .network import FluidNetwork
 from .transfer import Transfer
 
@@ -49,15 +51,21 @@ FlowRecordRow = tuple[int, int, int, int, int, float, float, float, float, int, 
 
 
 class Engine:
+    """The simulator's runtime: virtual clock, one event heap, the fluid network, and the
+    policy behind a :class:`~mfsched.policy.driver.PolicyDriver` (the engine is the driver's
+    :class:`~mfsched.policy.driver.Enforcer`: priorities and rate caps go straight to the
+    network, wake-ups become WAKE events; the network is the progress view).
+
+    ``network`` replaces the fluid network (tests drive the engine with a scripted one)."""
+
     def __init__(self, capacity_bytes_per_s: np.ndarray, policy: Policy,
                  check_invariants: bool = False, record_flows: bool = False,
-                 contention_free: bool = False) -> None:
-        self.network = FluidNetwork(capacity_bytes_per_s, check_invariants, contention_free)
+                 contention_free: bool = False, network: FluidNetwork | None = None) -> None:
+        self.network = network if network is not None else \
+            FluidNetwork(capacity_bytes_per_s, check_invariants, contention_free)
         self.policy = policy
         self.now_s = 0.0
         self.events = 0
-        self.pruned: frozenset[int] = frozenset()
-        self.ever_pruned: set[int] = set()
         self.submitted_bytes = 0.0
         self.flow_records: list[FlowRecordRow] | None = [] if record_flows else None
         self._heap: list[tuple[float, int, int, Any]] = []
@@ -65,9 +73,20 @@ class Engine:
         self._net_version = 0
         self._wake_version = 0
         self._wake_s = _INF
-        self._policy_dirty = False
-        self._flows: dict[int, _Active] = {}
+        self._on_done: dict[int, Callable[[int], None]] = {}
         self._next_flow_id = 0
+        # the Enforcer side: straight to the network, no wrapper on the hot path
+        self.apply_priority = self.network.set_priority
+        self.apply_rate_cap = self.network.set_rate_cap
+        self.driver = PolicyDriver(policy, self, progress=self.network)
+
+    @property
+    def pruned(self) -> frozenset[int]:
+        return self.driver.pruned
+
+    @property
+    def ever_pruned(self) -> set[int]:
+        return self.driver.ever_pruned
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -81,40 +100,49 @@ class Engine:
         self._next_flow_id += 1
         return self._next_flow_id
 
-    # --- what the world tells the policy ------------------------------------------------------
+    # --- what the world tells the policy (through the driver) ---------------------------------
 
     def request_arrived(self, info: RequestInfo) -> None:
-        self.policy.on_request(info, self.now_s)
-        self._policy_dirty = True
+        self.driver.add_request(info, self.now_s)
 
     def request_done(self, request_id: int) -> None:
-        self.policy.on_request_done(request_id, self.now_s)
-        self._policy_dirty = True
+        self.driver.finish_request(request_id, self.now_s)
 
     def batch_started(self, info: BatchInfo) -> None:
-        self.policy.on_batch_start(info, self.now_s)
-        self._policy_dirty = True
+        self.driver.start_batch(info, self.now_s)
 
     def batch_ended(self, batch_id: int) -> None:
-        self.policy.on_batch_end(batch_id, self.now_s)
-        self._policy_dirty = True
+        """The serving logic saw the batch depart. The driver departs batches itself (compute
+        done, no live flow), so nothing is left to do here; the wall-clock engine forwards the
+        event to the data plane's coordinator."""
 
     def layer_started(self, batch_id: int, layer: int) -> None:
-        self.policy.on_layer_start(batch_id, layer, self.now_s)
-        self._policy_dirty = True
+        self.driver.layer_start(batch_id, layer, self.now_s)
 
     def batch_compute_done(self, batch_id: int) -> None:
-        self.policy.on_batch_compute_done(batch_id, self.now_s)
-        self._policy_dirty = True
+        self.driver.compute_done(batch_id, self.now_s)
 
     def submit(self, info: FlowInfo, transfer: Transfer, on_done: Callable[[int], None]) -> None:
         """Start a flow now; ``on_done(flow_id)`` runs when its last byte arrives."""
+        self.driver.submit(info, self.now_s)
         self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes,
                          share=transfer.share)
-        self._flows[info.flow_id] = _Active(info, on_done)
+        self._on_done[info.flow_id] = on_done
         self.submitted_bytes += info.size_bytes
-        self.policy.on_flow_submit(info, self.now_s)
-        self._policy_dirty = True
+
+    # --- the Enforcer protocol (apply_priority / apply_rate_cap are bound in __init__) --------
+
+    def apply_pruned(self, request_ids: frozenset[int]) -> None:
+        """Nothing to do: the network needs no pruned set (the driver keeps it for records)."""
+
+    def set_wake(self, wake_s: float | None) -> None:
+        target = _INF if wake_s is None else max(wake_s, self.now_s)
+        if target == self._wake_s:
+            return
+        self._wake_version += 1
+        self._wake_s = target
+        if target < _INF:
+            self.schedule(target, EventKind.WAKE, self._wake_version)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -124,8 +152,9 @@ class Engine:
         events go to ``dispatch(kind, payload)``."""
         heap = self._heap
         network = self.network
+        driver = self.driver
         while True:
-            if (self._policy_dirty or network.dirty) and (not heap or heap[0][0] > self.now_s):
+            if (driver.pending or network.dirty) and (not heap or heap[0][0] > self.now_s):
                 self._decide()
             if not heap or should_stop():
                 return
@@ -145,68 +174,29 @@ class Engine:
             self.events += 1
             if kind == _WAKE:
                 self._wake_s = _INF
-                self._policy_dirty = True
+                driver.wake()
             else:
                 dispatch(kind, payload)
 
     def _decide(self) -> None:
-        decision = self.policy.decide(self.now_s, self.network)
-        self._policy_dirty = False
-        flows = self._flows
-        for fid, prio in decision.priorities.items():
-            active = flows.get(fid)
-            if active is None:
-                continue
-            if active.first is None:
-                active.first = prio
-            active.last = prio
-            self.network.set_priority(fid, prio)
-        for fid, cap in decision.rate_caps.items():
-            if fid in flows:
-                self.network.set_rate_cap(fid, cap)
-        if decision.pruned is not None:
-            self.pruned = decision.pruned
-            self.ever_pruned |= decision.pruned
-        self._set_wake(decision.wake_s)
+        self.driver.decide(self.now_s)
         if self.network.dirty:
             t_next = self.network.reallocate()
             self._net_version += 1
             if t_next < _INF:
                 self.schedule(max(t_next, self.now_s), EventKind.FLOWS, self._net_version)
 
-    def _set_wake(self, wake_s: float | None) -> None:
-        target = _INF if wake_s is None else max(wake_s, self.now_s)
-        if target == self._wake_s:
-            return
-        self._wake_version += 1
-        self._wake_s = target
-        if target < _INF:
-            self.schedule(target, EventKind.WAKE, self._wake_version)
-
     def _complete_flows(self, done: list[int]) -> None:
         if not done:
             self.network.dirty = True  # rounding: reallocate and reschedule
             return
+        driver = self.driver
         for fid in done:
-            active = self._flows.pop(fid)
-            self.policy.on_flow_complete(fid, self.now_s)
+            live = driver.complete(fid, self.now_s)
             if self.flow_records is not None:
-                info = active.info
+                info = live.info
                 self.flow_records.append((
                     fid, int(info.stage), info.batch_id, info.layer, info.members,
                     info.size_bytes, info.total_bytes, info.submit_s, self.now_s,
-                    active.first.level, active.last.level))
-            active.on_done(fid)
-        self._policy_dirty = True
-
-
-class _Active:
-    """Book-keeping for one flow in flight."""
-
-    __slots__ = ("first", "info", "last", "on_done")
-
-    def __init__(self, info: FlowInfo, on_done: Callable[[int], None]) -> None:
-        self.info = info
-        self.on_done = on_done
-        self.first: Priority | None = None
-        self.last: Priority | None = None
+                    live.first.level, live.last.level))
+            self._on_done.pop(fid)(fid)
