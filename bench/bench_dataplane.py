@@ -82,6 +82,10 @@ class Control(protocol.BlockingClient):
                    "scheduler": scheduler, "num_levels": 8, "epoch_s": time.monotonic(),
                    "time_scale": 1.0, "byte_scale": 1.0})
         self.wait("welcome")
+        # request 1 and batch 1, which flow()'s flows belong to by default (a daemon refuses
+        # flows of a batch it does not know)
+        self.send(protocol.request_msg(RequestInfo(1, 0.0, 1e6, 100)))
+        self.send(protocol.batch_msg(BatchInfo(1, 0, (1,), 8, 0.0, 1e-3)))
 
     @classmethod
     def probe(cls, path: str) -> Control:

@@ -19,7 +19,7 @@ from mfsched.dataplane.limits import ControlLimits
 from mfsched.dataplane.netns import payload_to_htb_rate
 from mfsched.dataplane.testbed import Layout
 from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
-from mfsched.policy.types import FlowInfo, Stage
+from mfsched.policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
 
 
 class Client(protocol.BlockingClient):
@@ -128,7 +128,15 @@ def driver(path: str, hello: bool = True, timeout_s: float = 30) -> Client:
                 "num_levels": 8, "epoch_s": time.monotonic(), "time_scale": 1.0,
                 "byte_scale": 1.0})
         c.recv_type("welcome")
+        start_batch_one(c)
     return c
+
+
+def start_batch_one(c) -> None:
+    """Request 1 and batch 1, which :func:`flow_info`'s flows belong to (a daemon refuses flows
+    of a batch it does not know)."""
+    c.send(protocol.request_msg(RequestInfo(1, 0.0, 1e6, 100)))
+    c.send(protocol.batch_msg(BatchInfo(1, 0, (1,), 8, 0.0, 1e-3)))
 
 
 def flow_info(fid: int, size: float) -> FlowInfo:

@@ -29,7 +29,6 @@ from mfsched.integrations.vllm.planner import (
 from mfsched.integrations.vllm.transport import (
     DEFAULT_DSCP,
     apply_socket_class,
-    class_for_level,
     nccl_env,
     nixl_engine_config,
     stage2_nccl_env,
@@ -37,6 +36,7 @@ from mfsched.integrations.vllm.transport import (
     ucx_env,
 )
 from mfsched.policy import Stage
+from mfsched.traffic_classes import ClassTable
 
 # --- options and deadlines --------------------------------------------------------------------
 
@@ -72,42 +72,30 @@ def test_kv_bytes_per_token_per_layer():
 # --- transport knobs --------------------------------------------------------------------------
 
 
-def test_levels_map_to_classes_in_order():
-    for num_levels in (3, 8, 12):
-        for num_classes in (1, 2, 3, 4, 8, 16):
-            classes = [class_for_level(lv, num_levels, num_classes)
-                       for lv in range(num_levels + 1)]
-            assert classes == sorted(classes)
-            assert all(0 <= c < num_classes for c in classes)
-            if num_classes >= 2:
-                assert classes[-1] == num_classes - 1 and classes.count(num_classes - 1) == 1
-            if num_classes >= 3:
-                assert classes[0] == 0 and classes.count(0) == 1
-    assert [class_for_level(lv, 4, 8) for lv in range(5)] == [0, 1, 2, 3, 7]
-    with pytest.raises(ValueError):
-        class_for_level(9, 8, 8)
-
-
 def test_default_table_with_eight_levels():
+    # the one table of mfsched.traffic_classes: class 0 is control, level 0 (urgent P2D) is
+    # class 1 = EF, the early-stage levels 1..4 classes 2..5, the P2D bands share class 6, the
+    # scavenger is class 7 = LE
     got = [(c.index, c.dscp, c.ip_tos, c.so_priority, c.ib_sl)
            for c in (transport_class(lv, 8) for lv in range(9))]
-    assert got == [(0, 46, 184, 6, 7), (1, 40, 160, 5, 6), (1, 40, 160, 5, 6),
-                   (2, 32, 128, 4, 5), (3, 24, 96, 3, 4), (4, 16, 64, 2, 3),
-                   (5, 8, 32, 1, 2), (6, 0, 0, 0, 1), (7, 1, 4, 0, 0)]
+    assert got == [(1, 46, 184, 5, 6), (2, 40, 160, 4, 5), (3, 32, 128, 3, 4),
+                   (4, 24, 96, 2, 3), (5, 16, 64, 1, 2), (6, 8, 32, 0, 1),
+                   (6, 8, 32, 0, 1), (6, 8, 32, 0, 1), (7, 1, 4, 0, 0)]
     assert len(DEFAULT_DSCP) == 8
 
 
 def test_transport_environments():
     urgent = transport_class(0, 8)
-    assert ucx_env(urgent) == {"UCX_IB_TRAFFIC_CLASS": "184", "UCX_IB_SL": "7"}
-    assert nccl_env(urgent) == {"NCCL_IB_TC": "184", "NCCL_IB_SL": "7"}
+    assert ucx_env(urgent) == {"UCX_IB_TRAFFIC_CLASS": "184", "UCX_IB_SL": "6"}
+    assert nccl_env(urgent) == {"NCCL_IB_TC": "184", "NCCL_IB_SL": "6"}
     assert nixl_engine_config(urgent, "RCACHE_ENABLE=n") == \
-        "RCACHE_ENABLE=n,IB_TRAFFIC_CLASS=184,IB_SL=7"
+        "RCACHE_ENABLE=n,IB_TRAFFIC_CLASS=184,IB_SL=6"
     assert stage2_nccl_env(8) == nccl_env(transport_class(1, 8))
-    custom = transport_class(8, 8, dscp_table=(26, 0))
-    assert (custom.index, custom.dscp) == (1, 0)
+    # a fabric with two classes and nothing reserved: everything but the scavenger shares one
+    two = ClassTable(dscp=(26, 0), reserved=0)
+    assert [transport_class(lv, 8, two).dscp for lv in (0, 7, 8)] == [26, 26, 0]
     with pytest.raises(ValueError):
-        transport_class(0, 8, dscp_table=(64,))
+        ClassTable(dscp=(64,))
 
 
 def test_apply_socket_class_marks_a_socket():

@@ -1,11 +1,14 @@
 """A daemon's link to the coordinator: reports, decisions, reconnects and state replay.
 
-Owned by :class:`mfsched.dataplane.daemon.Daemon` when it runs with a coordinator. The daemon
-reports the request and batch events it was marked to report and the loads of its P2D flows;
-the link remembers what the coordinator needs to rebuild its view, so that after the
-coordinator restarts (or the link breaks) it reconnects every 0.2 s and replays that state, and
-the daemon keeps scheduling locally meanwhile. Decisions pushed back (RED ranks, pruned
-requests) go to :meth:`Daemon.apply_coordinator`.
+Owned by :class:`mfsched.dataplane.daemon.Daemon` when it runs with a coordinator. The run state
+(:mod:`.runstate`) reports the request and batch events it was marked to report, the loads of
+its P2D flows and their progress; the link remembers what the coordinator needs to rebuild its
+view (not the progress, which the next report refreshes), so that after the coordinator
+restarts (or the link breaks) it reconnects every 0.2 s and replays that state, and the daemon
+keeps scheduling locally meanwhile (without pruning: that stays the coordinator's). The hello
+carries the run's scheduler, levels and options, from which the coordinator takes the policy's
+drop budget. Decisions pushed back (RED ranks, pruned requests) go to
+:meth:`Daemon.apply_coordinator`, which hands them to the policy's driver.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class CoordinatorLink:
         hello = {"type": "hello", "role": "daemon", "server": self.d.config.server,
                  "run_id": run.run_id if run else "", "epoch_s": run.epoch_s if run else 0.0,
                  "time_scale": run.scale_t.factor if run else 1.0}
+        if run is not None:  # the run's policy settings: the coordinator prunes with them
+            hello.update(scheduler=run.scheduler, num_levels=run.num_levels,
+                         options=run.options)
         try:
             writer.write(encode(hello))
             for msg in list(self.state.values()):

@@ -271,13 +271,22 @@ class WallClockEngine:
         for rid, msg in self._requests.items():
             link.writer.write(encode({**msg, "report": self.placement.request_home(rid) ==
                                       server}))
+        # the batches' compute ends after their flows: a daemon's driver departs a batch that
+        # it was told is done computing and has no flow there
+        ends = []
         for batch in self._batches.values():
-            for msg in batch.values():
-                home = self.placement.batch_home(batch["batch_start"]["instance"])
-                link.writer.write(encode({**msg, "report": home == server}))
+            home = self.placement.batch_home(batch["batch_start"]["instance"])
+            for kind, msg in batch.items():
+                frame = encode({**msg, "report": home == server})
+                if kind == "batch_compute_done":
+                    ends.append(frame)
+                else:
+                    link.writer.write(frame)
         for st in self._flows.values():
             if server in st.pending:
                 link.writer.write(encode(flow_msg(st.info, st.local[server])))
+        for frame in ends:
+            link.writer.write(frame)
 
     def _on_message(self, link: _Link, msg: dict) -> None:
         kind = msg["type"]
@@ -315,6 +324,14 @@ class WallClockEngine:
             self._send(link.server, marked if link.server == home else plain)
 
     # --- the engine contract: scheduling --------------------------------------------------------
+
+    @property
+    def needs_port_loads(self) -> bool:
+        """Whether batch descriptions must carry their traffic matrix (the daemons' policy
+        class asks for it)."""
+        from ..policy import SCHEDULERS
+
+        return bool(SCHEDULERS.get(self.spec.scheduler).needs_port_loads)
 
     def schedule(self, time_s: float, kind: EventKind, payload: Any = None) -> None:
         self._seq += 1

@@ -11,11 +11,12 @@ Layout (``servers`` hosts with ``nics_per_server`` NICs each)::
       HTB on n<k> egress = NIC uplink            HTB on p<h>n<k> egress = switch port to the NIC
 
 Every egress queue is an HTB root with one parent class at the link rate and one leaf per
-hardware class (:data:`HW_CLASSES`). Leaves have a tiny guaranteed rate and may borrow the whole
-link; HTB lends spare tokens to the leaf with the smallest ``prio`` first, so the leaves are
-served in strict priority (the kernel here has no ``prio``/``ets`` qdisc). Packets are
-classified by u32 filters on the DSCP bits of the IPv4 TOS byte; on hosts the sockets also set
-``SO_PRIORITY`` to the leaf's class id. Unmarked traffic falls into the lowest class.
+traffic class of :mod:`mfsched.traffic_classes` (the one level -> class -> DSCP table). Leaves
+have a tiny guaranteed rate and may borrow the whole link; HTB lends spare tokens to the leaf
+with the smallest ``prio`` first, so the leaves are served in strict priority (the kernel here
+has no ``prio``/``ets`` qdisc). Packets are classified by u32 filters on the DSCP bits of the
+IPv4 TOS byte; on hosts the sockets also set ``SO_PRIORITY`` to the leaf's class id. Unmarked
+traffic falls into the lowest class.
 
 Two NICs in one subnet need source routing: each NIC has a routing table chosen by source
 address (``ip rule from <addr>``), and ARP answers only on the NIC that owns the address. All
@@ -35,38 +36,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..traffic_classes import DEFAULT_CLASSES, NUM_CLASSES
+
 __all__ = [
-    "CONTROL_CLASS",
-    "HW_CLASSES",
     "PREFIX",
     "Fabric",
     "FabricSpec",
     "clean",
-    "dscp_of_class",
     "fabric",
     "have_netns",
     "list_namespaces",
-    "tos_of_class",
 ]
 
 PREFIX = "mfs-"
-HW_CLASSES = 8  # strict-priority hardware queues per port, class 0 served first
-CONTROL_CLASS = 0  # TCP ACKs, handshakes and transport acknowledgements
 SUBNET = "198.18.0.0/16"
 _LEAF_RATE_BPS = 64_000  # what a leaf is guaranteed; everything above is borrowed by prio
 _HOST_HANDLE, _SWITCH_HANDLE = 1, 2
-
-
-def dscp_of_class(hw_class: int) -> int:
-    """Class selector code points: class 0 (highest) is CS7, class 7 (lowest) CS0."""
-    if not 0 <= hw_class < HW_CLASSES:
-        raise ValueError(f"hardware class {hw_class} out of range")
-    return 8 * (HW_CLASSES - 1 - hw_class)
-
-
-def tos_of_class(hw_class: int) -> int:
-    """The IPv4 TOS byte (IP_TOS socket option) of a class: DSCP << 2, ECN bits 0."""
-    return dscp_of_class(hw_class) << 2
 
 
 def so_priority_of_class(hw_class: int) -> int:
@@ -188,16 +173,16 @@ def have_netns() -> str | None:
 
 
 def _htb_lines(dev: str, handle: int, rate_bps: float, mtu: int, queue: int) -> list[str]:
-    """HTB root, one parent at the link rate, HW_CLASSES strict-priority leaves, DSCP filters."""
+    """HTB root, one parent at the link rate, NUM_CLASSES strict-priority leaves, DSCP filters."""
     rate = int(rate_bps)
     burst = max(2 * (mtu + 14), int(rate_bps / 8 * 1e-3))  # about 1 ms at line rate
     lines = [
-        f"qdisc add dev {dev} root handle {handle}: htb default {0x10 + HW_CLASSES - 1:x} "
+        f"qdisc add dev {dev} root handle {handle}: htb default {0x10 + NUM_CLASSES - 1:x} "
         f"r2q 1000",
         f"class add dev {dev} parent {handle}: classid {handle}:1 htb rate {rate}bit "
         f"ceil {rate}bit burst {burst} cburst {burst}",
     ]
-    for c in range(HW_CLASSES):
+    for c in range(NUM_CLASSES):
         leaf = f"{handle}:{0x10 + c:x}"
         lines.append(f"class add dev {dev} parent {handle}:1 classid {leaf} htb "
                      f"rate {_LEAF_RATE_BPS}bit ceil {rate}bit burst {burst} cburst {burst} "
@@ -205,7 +190,7 @@ def _htb_lines(dev: str, handle: int, rate_bps: float, mtu: int, queue: int) -> 
         lines.append(f"qdisc add dev {dev} parent {leaf} handle {0x100 + c:x}: pfifo "
                      f"limit {queue}")
         lines.append(f"filter add dev {dev} parent {handle}: protocol ip prio {c + 1} u32 "
-                     f"match ip tos {tos_of_class(c):#04x} 0xfc flowid {leaf}")
+                     f"match ip tos {DEFAULT_CLASSES.tos_of(c):#04x} 0xfc flowid {leaf}")
     return lines
 
 

@@ -1,13 +1,15 @@
 """Intra-server transfers of a daemon: a fluid model of its GPUs' PCIe links.
 
-The daemon (:mod:`.daemon`) hands :class:`PcieLanes` every member whose source and destination
-GPU are both on its server. A real server moves those over PCIe, not through its NIC, so they
-never touch the emulated network; instead they share each GPU's PCIe out-link and in-link the
-way the simulator's do: rates come from the simulator's own allocator
+The daemon's run state (:mod:`.runstate`) hands :class:`PcieClock` every member whose source
+and destination GPU are both on its server. A real server moves those over PCIe, not through
+its NIC, so they never touch the emulated network; instead they share each GPU's PCIe out-link
+and in-link the way the simulator's do: rates come from the simulator's own allocator
 (:func:`mfsched.sim.allocation.allocate`: strict priority by (level, rank), max-min fair within
 one), recomputed whenever a member arrives, finishes or changes priority, and a member completes
 when its bytes are through. :class:`PcieLanes` is pure (the caller passes the time and sets the
-timer for :meth:`PcieLanes.next_finish_s`), so it is tested with hand-computed numbers.
+timer for :meth:`PcieLanes.next_finish_s`), so it is tested with hand-computed numbers;
+:class:`PcieClock` runs it on the daemon's event loop (wall time, one timer for the next member
+to finish).
 
 Simplification: in the simulator a GPU's PCIe links also carry that GPU's network traffic (on
 its way to and from the NIC); here only the intra-server members share them.
@@ -15,13 +17,15 @@ its way to and from the NIC); here only the intra-server members share them.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from ..sim.allocation import allocate
 
-__all__ = ["PcieLanes"]
+__all__ = ["PcieClock", "PcieLanes"]
 
 Key = tuple[int, int]  # (flow id, member index)
 
@@ -133,3 +137,52 @@ class PcieLanes:
         """Load the compiled allocator now, not in the middle of a run."""
         self.add(0.0, (-1, 0), 0, 0, 1.0)
         self.forget((-1, 0))
+
+
+class PcieClock:
+    """:class:`PcieLanes` on an event loop: every change advances them to the loop's time, a
+    timer fires when the next member finishes, and ``on_done(keys)`` hears of finished members
+    soon after (never inside the caller, which may be deciding)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, bytes_per_s: float,
+                 gpus_per_server: int, on_done: Callable[[list[Key]], None]) -> None:
+        self.loop = loop
+        self.lanes = PcieLanes(bytes_per_s, gpus_per_server)
+        self.on_done = on_done
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, key: Key, src_gpu: int, dst_gpu: int, nbytes: float,
+            share: float = 1.0) -> None:
+        self._after(self.lanes.add(self.loop.time(), key, src_gpu, dst_gpu, nbytes,
+                                   share=share))
+
+    def set_priority(self, key: Key, priority_key: int) -> None:
+        self._after(self.lanes.set_priority(self.loop.time(), key, priority_key))
+
+    def set_cap(self, key: Key, cap_bytes_per_s: float | None) -> None:
+        self._after(self.lanes.set_cap(self.loop.time(), key, cap_bytes_per_s))
+
+    def remaining(self, key: Key) -> float:
+        return self.lanes.remaining(self.loop.time(), key)
+
+    def rate(self, key: Key) -> float:
+        return self.lanes.rate(key)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _after(self, done: list[Key]) -> None:
+        """Report what finished (soon) and re-arm the timer for the next member to finish at
+        the new rates."""
+        if done:
+            self.loop.call_soon(self.on_done, done)
+        self.close()
+        at = self.lanes.next_finish_s()
+        if at != math.inf:
+            self._timer = self.loop.call_at(at, self._tick, at)
+
+    def _tick(self, due: float) -> None:
+        self._timer = None
+        self._after(self.lanes.step(max(due, self.loop.time())))

@@ -117,7 +117,7 @@ class Hello(_Message):
     coordinated: _BOOL = False
 
 
-class Request(_Reported):
+class RequestMsg(_Reported):
     request_id: _ID
     arrival_s: _TIME
     slo_s: _SLO
@@ -209,7 +209,11 @@ class P2dComplete(_Message):
     flow_id: _ID
 
 
-class Decision(_Message):
+class P2dProgress(_Message):
+    flows: _list(tuple[_ID, _num(0.0, 1.0)], 1 << 16)  # [flow id, share of its bytes left]
+
+
+class DecisionMsg(_Message):
     ranks: _list(tuple[_ID, _int(0, 1 << 30)], 1 << 20)
     pruned: _list(_ID, 1 << 20)
     epoch: _int(0, 2**62)
@@ -217,16 +221,16 @@ class Decision(_Message):
 
 SCHEMAS: dict[str, type[_Message]] = {
     # driver (runtime) -> daemon
-    "hello": Hello, "request": Request, "request_done": RequestDone, "batch_start": BatchStart,
+    "hello": Hello, "request": RequestMsg, "request_done": RequestDone, "batch_start": BatchStart,
     "layer_start": LayerStart, "batch_compute_done": BatchRef, "batch_end": BatchRef,
     "submit": Submit, "stats": Empty, "shutdown": Empty,
     # daemon -> driver
     "welcome": Welcome, "completion": Completion, "pruned": Pruned, "stats_reply": StatsReply,
     "error": Error,
     # daemon -> coordinator
-    "p2d_submit": P2dSubmit, "p2d_complete": P2dComplete,
+    "p2d_submit": P2dSubmit, "p2d_complete": P2dComplete, "p2d_progress": P2dProgress,
     # coordinator -> daemons
-    "decision": Decision,
+    "decision": DecisionMsg,
 }
 
 

@@ -28,9 +28,9 @@ import logging
 import os
 import socket
 
+from ..traffic_classes import CONTROL_CLASS, NUM_CLASSES
 from .auth import CLIENT_AUTH, CLIENT_HELLO, AuthError, ServerHandshake, Session
 from .limits import DataLimits, GuardStats, PeerTable
-from .netns import CONTROL_CLASS, HW_CLASSES
 from .wire import (
     ACK_FRAME,
     DATA_HEADER,
@@ -71,8 +71,8 @@ class Listener:
         self.guard = guard
         self.peers = PeerTable(limits, guard)
         self.conns: set[RxConnection] = set()
-        self.class_rx_bytes = [0] * HW_CLASSES
-        self.class_first_rx_s = [0.0] * HW_CLASSES  # loop time of the first data byte
+        self.class_rx_bytes = [0] * NUM_CLASSES
+        self.class_first_rx_s = [0.0] * NUM_CLASSES  # loop time of the first data byte
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._notes: dict[str, int] = {}
@@ -119,7 +119,7 @@ class Listener:
         pairs = [("rx.connections", float(self.peers.total)),
                  ("rx.connections_preauth", float(len(self.peers.preauth))),
                  ("rx.buffer_bytes", float(sum(self.peers.buffers.values())))]
-        for c in range(HW_CLASSES):
+        for c in range(NUM_CLASSES):
             if self.class_rx_bytes[c]:
                 pairs.append((f"rx.class{c}.bytes", float(self.class_rx_bytes[c])))
                 pairs.append((f"rx.class{c}.first_s", self.class_first_rx_s[c]))

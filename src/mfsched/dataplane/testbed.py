@@ -44,7 +44,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..experiments.config import SimConfig
 from ..experiments.runner import Prepared, RunResult, prepare, run_scheduler
-from ..policy import make_policy
 from ..sim.serving import Serving
 from ..sim.topology import TOPOLOGIES, TestbedConfig
 from .auth import RunKey
@@ -221,7 +220,7 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 3.0) -> None:
 
 
 @dataclass
-class Cluster:
+class TestbedProcesses:
     """Running processes of one run (started by :func:`processes`)."""
 
     sockets: list[str]
@@ -274,7 +273,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def processes(fab: Fabric, layout: Layout, emu: EmulationConfig,
-              run_dir: Path) -> Iterator[Cluster]:
+              run_dir: Path) -> Iterator[TestbedProcesses]:
     """Start the coordinator and the daemons; stop them (by pid) on exit, whatever happens."""
     run_dir.mkdir(parents=True, exist_ok=True)
     coord_sock = str(run_dir / "coordinator.sock") if emu.coordinator else None
@@ -284,7 +283,7 @@ def processes(fab: Fabric, layout: Layout, emu: EmulationConfig,
     key = None
     if emu.authenticate:
         key = RunKey.from_file(emu.key_file) if emu.key_file else RunKey.generate()
-    cluster = Cluster(sockets, coord_sock, [], None, run_dir, argv, emu.nice, key,
+    cluster = TestbedProcesses(sockets, coord_sock, [], None, run_dir, argv, emu.nice, key,
                       limit_options(DataLimits(), emu.control_limits))
     try:
         cluster.start_coordinator()
@@ -328,7 +327,7 @@ def warm_slos(p: Prepared) -> None:
 
 def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: EmulationConfig,
             run_dir: Path, progress: Callable[[int, int], None] | None = None,
-            on_cluster: Callable[[Cluster, WallClockEngine], None] | None = None,
+            on_cluster: Callable[[TestbedProcesses, WallClockEngine], None] | None = None,
             drain: bool = False) -> TestbedRun:
     """One scheduler on a built fabric: start processes, run Serving, collect, stop.
     ``drain`` waits for the flows still in flight after the last evaluated first token (so
@@ -345,8 +344,8 @@ def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: Emula
             engine.connect()
             if on_cluster is not None:
                 on_cluster(cluster, engine)
-            policy = make_policy(scheduler, cfg.num_levels, dict(options))
-            serving = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
+            # the daemons build and run the policy; Serving needs none of its own
+            serving = Serving(p.cluster, None, p.requests, p.slo_fn, warmup=p.warmup,
                               evaluated=p.evaluated, history=p.history, progress=progress,
                               engine=engine)
             records, stats = serving.run()

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from ..traffic_classes import DEFAULT_CLASSES
 from .limits import DataLimits, GuardStats
-from .netns import so_priority_of_class, tos_of_class
+from .netns import so_priority_of_class
 
 __all__ = [
     "ACK_FRAME",
@@ -273,7 +274,7 @@ class RxLedger:
 
 def class_socket_options(hw_class: int) -> list[tuple[int, int, int | bytes]]:
     """Socket options of a data connection of one class (applied before connect)."""
-    return [(socket.IPPROTO_IP, socket.IP_TOS, tos_of_class(hw_class)),
+    return [(socket.IPPROTO_IP, socket.IP_TOS, DEFAULT_CLASSES.tos_of(hw_class)),
             (socket.SOL_SOCKET, socket.SO_PRIORITY, so_priority_of_class(hw_class)),
             (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 

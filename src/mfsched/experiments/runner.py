@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..metrics import Summary, summarize
 from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
-from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
+from ..sim.serving import IsolatedTtft, Serving, SimCluster, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
 from ..workload.comm import CommModel, default_comm
@@ -95,7 +95,7 @@ def scheduler_names(spec: str) -> list[str]:
     return names
 
 
-def build_cluster(cfg: SimConfig) -> Cluster:
+def build_cluster(cfg: SimConfig) -> SimCluster:
     topo_cls = TOPOLOGIES.get(cfg.scenario)
     overrides = {}
     if cfg.servers is not None:
@@ -115,7 +115,7 @@ def build_cluster(cfg: SimConfig) -> Cluster:
     planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8, comm_model(cfg, gpu,
                                                                                        topology))
     kv_tokens = kv_cache_tokens_per_unit(model, par, gpu.mem_bytes)
-    return Cluster(topology, deployment, compute, planner, cfg.serving, kv_tokens)
+    return SimCluster(topology, deployment, compute, planner, cfg.serving, kv_tokens)
 
 
 def comm_model(cfg: SimConfig, gpu, topology) -> CommModel:
@@ -128,7 +128,7 @@ def comm_model(cfg: SimConfig, gpu, topology) -> CommModel:
     return replace(base, **overrides)
 
 
-def session_timing(cfg: SimConfig, cluster: Cluster) -> SessionTiming:
+def session_timing(cfg: SimConfig, cluster: SimCluster) -> SessionTiming:
     """The offered rate and the model's time per generated token (one decode step reading the
     weights once; batching and long contexts make real decode steps somewhat slower)."""
     d = cluster.deployment
@@ -136,7 +136,7 @@ def session_timing(cfg: SimConfig, cluster: Cluster) -> SessionTiming:
     return SessionTiming(cfg.rate_per_gpu * d.prefill_gpus, per_token)
 
 
-def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int, int,
+def load_requests(cfg: SimConfig, cluster: SimCluster) -> tuple[list[Request], int, int,
                                                           list[Request]]:
     """The request stream, how many are warm-up and evaluated, and the history that warms the
     prefix caches first (synthetic workloads: the sessions' earlier turns, see
@@ -161,7 +161,7 @@ def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int,
     return requests, cfg.warmup, evaluated, history
 
 
-def make_slo_fn(cfg: SimConfig, cluster: Cluster) -> SloFn:
+def make_slo_fn(cfg: SimConfig, cluster: SimCluster) -> SloFn:
     if cfg.slo_s is not None:
         slo = cfg.slo_s
         return lambda _req, _route: slo
@@ -188,7 +188,7 @@ class Prepared:
     """Everything shared by the scheduler runs of one config."""
 
     config: SimConfig
-    cluster: Cluster
+    cluster: SimCluster
     requests: list[Request]
     warmup: int
     evaluated: int

@@ -81,6 +81,11 @@ class Engine:
         self.driver = PolicyDriver(policy, self, progress=self.network)
 
     @property
+    def needs_port_loads(self) -> bool:
+        """Whether batch descriptions must carry their traffic matrix (the policy asks)."""
+        return bool(getattr(self.policy, "needs_port_loads", False))
+
+    @property
     def pruned(self) -> frozenset[int]:
         return self.driver.pruned
 

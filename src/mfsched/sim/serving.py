@@ -43,7 +43,7 @@ from .engine import Engine, EventKind
 from .topology import Topology
 from .transfer import Transfer
 
-__all__ = ["Cluster", "IsolatedTtft", "Serving", "ServingConfig", "SimStats", "SloFn"]
+__all__ = ["IsolatedTtft", "Serving", "ServingConfig", "SimCluster", "SimStats", "SloFn"]
 
 SloFn = Callable[[Request, Routing], float]
 
@@ -67,7 +67,7 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
-class Cluster:
+class SimCluster:
     """Everything static about a simulated cluster, shared by all runs of a scenario."""
 
     topology: Topology
@@ -177,7 +177,7 @@ def _add_ports(acc: dict[int, float], port_bytes) -> None:
 class Serving:
     """One simulation run of a request stream on a cluster under one policy."""
 
-    def __init__(self, cluster: Cluster, policy: Policy, requests: Sequence[Request],
+    def __init__(self, cluster: SimCluster, policy: Policy | None, requests: Sequence[Request],
                  slo_fn: SloFn, *, warmup: int, evaluated: int,
                  forced_routes: dict[int, Routing] | None = None,
                  history: Sequence[Request] = (), check_invariants: bool = False,
@@ -187,17 +187,20 @@ class Serving:
         self.c = cluster
         self.model = cluster.deployment.model
         self.units = cluster.deployment.units
-        self.policy = policy
         self.requests = requests
         self.slo_fn = slo_fn
         self.warmup = warmup
         self.n_eval = evaluated
         self.forced = forced_routes or {}
         self.progress = progress
-        # another engine (a wall-clock one over real transports) may stand in for the simulator
-        self.engine = engine or Engine(cluster.topology.capacity_bytes_per_s, policy,
-                                       check_invariants, record_flows,
-                                       cluster.serving.contention_free)
+        # another engine (a wall-clock one over real transports, whose daemons run the policy)
+        # may stand in for the simulator; then ``policy`` is not needed
+        if engine is None:
+            if policy is None:
+                raise ValueError("the simulator's engine needs a policy")
+            engine = Engine(cluster.topology.capacity_bytes_per_s, policy, check_invariants,
+                            record_flows, cluster.serving.contention_free)
+        self.engine = engine
         block_tokens = requests[0].block_tokens if requests else 16
         self.caches = PrefixCaches(len(self.units),
                                    cluster.kv_cache_tokens_per_unit // block_tokens)
@@ -216,7 +219,7 @@ class Serving:
         self.request_records: list[RequestRecord] = []
         self.collective_records: list[CollectiveRecord] = []
         self.batch_records: list[BatchRecord] = []
-        self.needs_port_loads = getattr(policy, "needs_port_loads", False)
+        self.needs_port_loads = engine.needs_port_loads
 
     # --- entry point ----------------------------------------------------------------------
 
@@ -522,7 +525,7 @@ class IsolatedTtft:
     includes the request's own contention between its stages but nothing else.
     """
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: SimCluster) -> None:
         self.cluster = cluster
         self._memo: dict[tuple, float] = {}
 

@@ -1,14 +1,13 @@
-"""MFS priority levels -> the priority knobs of real transports.
+"""MFS priority levels -> the priority knobs of real transports (DSCP, SO_PRIORITY, UCX, NCCL).
 
 Who calls this: the worker side of the vLLM connector (to label each permitted transfer with
-its transport class), deployment tooling that starts one NIXL agent / UCX context or one NCCL
-communicator per class, and the data-plane daemon (same table, so the kernel queues and the
-fabric agree). Pure: only :mod:`socket` constants, no vLLM, NIXL or NCCL import.
+its transport class), and deployment tooling that starts one NIXL agent / UCX context or one
+NCCL communicator per class. Pure: only :mod:`socket` constants, no vLLM, NIXL or NCCL import.
 
-MFS uses K strict levels plus the scavenger level K (:mod:`mfsched.policy.rmlq`); a fabric
-offers a handful of classes (RoCE: 8 priorities, of which usually one or two are lossless). So a
-level first maps to a *class* (:func:`class_for_level`, 0 = most important), and a class to the
-knobs of each transport:
+Which class a level gets and which DSCP a class carries come from the one table of
+:mod:`mfsched.traffic_classes`, which the data-plane daemon and the emulated fabric use as well
+(class 0 is reserved for control traffic, level 0 = urgent P2D is class 1 = DSCP EF, the
+scavenger the last class = DSCP LE). This module adds the knobs of each transport:
 
 * **TCP** (Linux): ``IP_TOS`` = DSCP << 2 (switches and ``tc`` filters classify on DSCP), and
   ``SO_PRIORITY`` (the skb priority that the host's qdisc uses; values 0..6 need no
@@ -22,10 +21,9 @@ knobs of each transport:
   communicator per class), or process-wide ``NCCL_IB_TC`` / ``NCCL_IB_SL``. MFS puts Stage-2
   flows in the top early-stage level, so :func:`stage2_nccl_env` gives that class's values.
 
-The default class table (:data:`DEFAULT_DSCP`) uses DSCP EF (46), CS5..CS1, CS0 (best effort)
-and LE (1, RFC 8622 lower effort) for the scavenger. RoCE fabrics usually keep lossless RDMA at
-one DSCP (often 26 -> priority 3 with PFC on it); there, pass a table whose RDMA classes carry
-the DSCP values the switches trust, and keep PFC on the matching priorities.
+RoCE fabrics usually keep lossless RDMA at one DSCP (often 26 -> priority 3 with PFC on it);
+there, pass a :class:`~mfsched.traffic_classes.ClassTable` whose classes carry the DSCP values
+the switches trust, and keep PFC on the matching priorities.
 """
 
 from __future__ import annotations
@@ -33,20 +31,18 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from ...traffic_classes import DEFAULT_CLASSES, DEFAULT_DSCP, ClassTable
+
 __all__ = [
     "DEFAULT_DSCP",
     "TransportClass",
     "apply_socket_class",
-    "class_for_level",
     "nccl_env",
     "nixl_engine_config",
     "stage2_nccl_env",
     "transport_class",
     "ucx_env",
 ]
-
-# DSCP per class, most important first: EF, CS5, CS4, CS3, CS2, CS1, CS0 (default), LE.
-DEFAULT_DSCP: tuple[int, ...] = (46, 40, 32, 24, 16, 8, 0, 1)
 
 _MAX_UNPRIVILEGED_SO_PRIORITY = 6
 _MAX_IB_SL = 7
@@ -72,40 +68,16 @@ class TransportClass:
         return self.ip_tos
 
 
-def class_for_level(level: int, num_levels: int, num_classes: int) -> int:
-    """The transport class of MFS ``level`` among ``num_levels`` levels + the scavenger.
-
-    The scavenger level ``num_levels`` always gets the last class (with the default table, DSCP
-    LE). With enough classes every other level gets its own; otherwise level 0 (urgent P2D)
-    keeps class 0 and levels 1..K-1 share the classes in between in equal spans, in order.
-    With two classes, everything but the scavenger shares class 0.
-    """
-    if num_classes < 1:
-        raise ValueError("need at least one class")
-    if not 0 <= level <= num_levels:
-        raise ValueError(f"level {level} outside 0..{num_levels}")
-    if num_classes == 1:
-        return 0
-    if level == num_levels:
-        return num_classes - 1
-    if num_levels + 1 <= num_classes:
-        return level
-    if num_classes == 2 or level == 0:
-        return 0
-    middle = num_classes - 2  # classes 1 .. num_classes-2 for levels 1 .. num_levels-1
-    return 1 + (level - 1) * middle // (num_levels - 1)
-
-
 def transport_class(level: int, num_levels: int,
-                    dscp_table: tuple[int, ...] = DEFAULT_DSCP) -> TransportClass:
-    """All knob values for MFS ``level`` with one class per entry of ``dscp_table``."""
-    if any(not 0 <= d <= 63 for d in dscp_table):
-        raise ValueError("DSCP values are 0..63")
-    index = class_for_level(level, num_levels, len(dscp_table))
-    last = len(dscp_table) - 1
+                    table: ClassTable = DEFAULT_CLASSES) -> TransportClass:
+    """All knob values for MFS ``level`` (0..K, K = the scavenger) with the classes of
+    ``table``: the class from :meth:`ClassTable.of_level`, its DSCP, an SO_PRIORITY and an IB
+    service level that fall with the class (the scavenger's SO_PRIORITY is 0)."""
+    index = table.of_level(level, num_levels)
+    last = table.num_classes - 1
     so_priority = max(0, _MAX_UNPRIVILEGED_SO_PRIORITY - index) if index < last else 0
     ib_sl = max(0, _MAX_IB_SL - index)
-    return TransportClass(index=index, dscp=dscp_table[index], so_priority=so_priority,
+    return TransportClass(index=index, dscp=table.dscp_of(index), so_priority=so_priority,
                           ib_sl=ib_sl)
 
 
@@ -127,9 +99,9 @@ def nccl_env(cls: TransportClass) -> dict[str, str]:
     return {"NCCL_IB_TC": str(cls.ib_traffic_class), "NCCL_IB_SL": str(cls.ib_sl)}
 
 
-def stage2_nccl_env(num_levels: int, dscp_table: tuple[int, ...] = DEFAULT_DSCP) -> dict[str, str]:
+def stage2_nccl_env(num_levels: int, table: ClassTable = DEFAULT_CLASSES) -> dict[str, str]:
     """NCCL settings for Stage-2 collectives, which MFS keeps in the top early-stage level 1."""
-    return nccl_env(transport_class(1, num_levels, dscp_table))
+    return nccl_env(transport_class(1, num_levels, table))
 
 
 def apply_socket_class(sock: socket.socket, cls: TransportClass) -> None:
