@@ -196,10 +196,12 @@ def test_gate_orders_stage1_by_rli_and_promotes_at_layer_boundaries():
     by_layer = {pm.ticket.layer: pm.flow_id for pm in permits}
     gate.complete(by_layer[0], 0.001)
     gate.layer_start(3, 0.002)  # RLI of layer 3's load drops to 0: promoted to the top early level
-    assert gate.driver.priority[by_layer[3]].level == levels[0]
+    assert gate.driver.priority(by_layer[3]).level == levels[0]
     gate.end_step(0.003)
     for layer in (1, 2, 3):
         gate.complete(by_layer[layer], 0.004)
+    assert gate.driver.has_batch(plan.step)  # the driver departs batches when it decides next
+    assert gate.permit(0.005) == []
     assert not gate.driver.has_batch(plan.step)
 
 

@@ -147,7 +147,8 @@ class PolicyDriver:
         return True
 
     def has_request(self, request_id: int) -> bool:
-        return request_id in self._requests and request_id not in self._finishing
+        """The policy knows the request (finished requests until their flows completed)."""
+        return request_id in self._requests
 
     def finish_request(self, request_id: int, now_s: float) -> None:
         """The request needs no more transfers: forgotten now, or when its live flows

@@ -10,28 +10,29 @@ role and forwards every hook to it, as vLLM's MultiConnector composes its childr
 scheduler and worker instances of the inner connector get different random engine ids, which
 NIXL rejects).
 
-What MFS adds (see :mod:`.planner` and :mod:`.gate` for the model):
+This module is the facade vLLM sees: the class-level hooks, the configuration of the inner
+connector, and the forwarding of every hook. What MFS adds lives, as in vLLM's own connectors
+(``NixlConnectorScheduler`` / ``NixlConnectorWorker``), in one object per role:
 
-* scheduler side: every request's TTFT deadline and flows go to the MFS policy;
-  ``build_connector_meta`` plans the step, presents the step's requests to the inner connector
-  in MFS order, and ships :class:`MFSConnectorMetadata` = the inner metadata + the plan
-  (per-request priority, order, pruned set);
-* worker side: the per-layer hooks submit each request's KV transfers to a
-  :class:`~mfsched.integrations.vllm.gate.TransferGate`, take its permits (in priority order)
-  before calling the inner connector, report completions, and report layer boundaries
-  (``extract_layer_index(layer_name)``) so RLI and MLU advance;
-* ``request_finished`` adds ``mfs_deadline_s`` to the inner connector's ``kv_transfer_params``,
-  so a decode instance inherits the request's original TTFT deadline from its prefill.
+* :class:`~.scheduler_side.MFSConnectorScheduler` (role SCHEDULER): deadlines and flows to the
+  policy, the step plan, the inner connector's metadata in MFS order, ``mfs_deadline_s`` for
+  the decode side;
+* :class:`~.worker_side.MFSConnectorWorker` (role WORKER): the transfers of each step through
+  a :class:`~.gate.TransferGate` (submit, permit in priority order, complete), layer
+  boundaries so that RLI and MLU advance.
 
+:class:`MFSConnectorMetadata` carries the inner metadata and the plan from one to the other.
 This is the only module of mfsched that imports vLLM (pinned: the API is marked experimental).
+
+(About 430 lines, over the project's 400, for one reason: vLLM calls some 45 hooks on the
+connector object and the facade must define each of them to forward it; MFS logic is not here.)
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,18 +45,13 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from ...errors import UserError
-from ...policy import Priority, Stage
-from .gate import LOAD, SAVE, Permit, TransferGate, TransferTicket, make_gate
+from ...policy import Priority
+from .gate import TransferGate
 from .options import MFSOptions, parse_options
-from .ordering import ordered_view, reorder_metadata, snapshot, write_back
-from .planner import (
-    ModelShape,
-    ScheduledRequest,
-    StepPlan,
-    StepPlanner,
-    kv_bytes_per_token_per_layer,
-)
+from .planner import ModelShape, StepPlan, StepPlanner, kv_bytes_per_token_per_layer
+from .scheduler_side import MFSConnectorScheduler
 from .tracelog import DecisionLog
+from .worker_side import MFSConnectorWorker
 
 if TYPE_CHECKING:
     import torch
@@ -173,24 +169,31 @@ class MFSConnector(KVConnectorBase_V1):
         self.clock: Callable[[], float] = time.time  # the clock of Request.arrival_time
         self.log = DecisionLog(self.options.trace_path, role.name.lower())
         self.shape = model_shape(vllm_config, self.options)
-        self.planner: StepPlanner | None = None
-        self.gate: TransferGate | None = None
+        self.scheduler_side: MFSConnectorScheduler | None = None
+        self.worker_side: MFSConnectorWorker | None = None
+        now = lambda: self.clock()  # noqa: E731  (tests replace self.clock)
         if role == KVConnectorRole.SCHEDULER:
-            self.planner = StepPlanner(self.options, self.shape,
-                                       produces_kv=bool(self._kv_transfer_config.is_kv_producer))
+            self.scheduler_side = MFSConnectorScheduler(
+                self.options, self.shape, bool(self._kv_transfer_config.is_kv_producer),
+                self.log, now)
         else:
-            self.gate = make_gate(self.options, self.log)
-        # worker-side state of the current step
-        self._plan: StepPlan | None = None
-        self._layer = -1
-        self._saved_layers: set[int] = set()
-        self._layer_loads: dict[int, list[int]] = {}
-        self._step_flows: list[int] = []
-        self._async_loads: dict[str, list[int]] = {}
-        self.layer_events: deque[tuple[str, int]] = deque(maxlen=100_000)
-        self.permit_log: deque[tuple[int, str, str, int, Priority]] = deque(maxlen=100_000)
-        # scheduler-side state
-        self._load_async: dict[str, bool] = {}
+            self.worker_side = MFSConnectorWorker(self.options, self.log, now, _layer_index)
+
+    @property
+    def planner(self) -> StepPlanner | None:
+        return self.scheduler_side.planner if self.scheduler_side else None
+
+    @property
+    def gate(self) -> TransferGate | None:
+        return self.worker_side.gate if self.worker_side else None
+
+    @property
+    def layer_events(self):
+        return self.worker_side.layer_events if self.worker_side else ()
+
+    @property
+    def permit_log(self):
+        return self.worker_side.permit_log if self.worker_side else ()
 
     # --- class-level hooks ------------------------------------------------------------------
 
@@ -281,8 +284,8 @@ class MFSConnector(KVConnectorBase_V1):
             inner, plan = connector_metadata.inner, connector_metadata.plan
         self.inner.bind_connector_metadata(inner)
         super().bind_connector_metadata(connector_metadata)
-        if plan is not None and (self._plan is None or plan.step != self._plan.step):
-            self._begin_step(plan)
+        if self.worker_side is not None:
+            self.worker_side.bind(plan)
 
     def clear_connector_metadata(self) -> None:
         self.inner.clear_connector_metadata()
@@ -292,116 +295,47 @@ class MFSConnector(KVConnectorBase_V1):
         try:
             return self.inner.shutdown()
         finally:
-            if self.gate is not None:
-                self.gate.close()
+            if self.worker_side is not None:
+                self.worker_side.close()
             self.log.close()
 
     # --- worker side: MFS at the per-layer hooks --------------------------------------------
 
-    def _begin_step(self, plan: StepPlan) -> None:
-        self._plan = plan
-        self._layer = -1
-        self._saved_layers = set()
-        self._layer_loads = {}
-        self._step_flows = []
-        if self.gate is not None:
-            self.gate.begin_step(plan, self.clock())
-
-    def _enter_layer(self, hook: str, layer_name: str) -> int:
-        layer = _layer_index(layer_name)
-        self.layer_events.append((hook, layer))
-        if layer != self._layer and layer >= 0:
-            self._layer = layer
-            if self.gate is not None:
-                self.gate.layer_start(layer, self.clock())
-        return layer
-
-    def _admit(self, tickets: Iterable[TransferTicket]) -> list[Permit]:
-        """Submit ``tickets`` to the gate and take its permits (priority order)."""
-        if self.gate is None:
-            return []
-        now = self.clock()
-        for ticket in tickets:
-            self.gate.submit(ticket, now)
-        permits = self.gate.permit(now)
-        for p in permits:
-            self.permit_log.append((self._plan.step if self._plan else -1, p.ticket.req_id,
-                                    p.ticket.kind, p.ticket.layer, p.priority))
-        return permits
-
-    def _load_tickets(self, plan: StepPlan) -> list[TransferTicket]:
-        tickets = []
-        for r in plan.requests:
-            if not r.load_tokens:
-                continue
-            stage = Stage(r.load_stage)
-            for layer in range(plan.num_layers):
-                target = plan.num_layers if stage == Stage.P2D else layer
-                tickets.append(TransferTicket(
-                    r.req_id, LOAD, stage, layer, target, plan.layer_bytes(r.load_tokens),
-                    plan.tp_lanes, r.deadline_s if stage == Stage.P2D else None))
-        return tickets
-
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
-        plan = self._plan
-        if plan is not None and self.has_connector_metadata():
-            async_ids = {r.req_id for r in plan.requests if r.load_async}
-            for p in self._admit(self._load_tickets(plan)):
-                if p.ticket.req_id in async_ids:
-                    self._async_loads.setdefault(p.ticket.req_id, []).append(p.flow_id)
-                else:
-                    self._layer_loads.setdefault(p.ticket.layer, []).append(p.flow_id)
+        if self.worker_side is not None and self.has_connector_metadata():
+            self.worker_side.start_load()
         self.inner.start_load_kv(forward_context, **kwargs)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        layer = self._enter_layer("wait_for_layer_load", layer_name)
+        w = self.worker_side
+        layer = w.enter_layer("wait_for_layer_load", layer_name) if w else -1
         self.inner.wait_for_layer_load(layer_name)
-        self._complete(self._layer_loads.pop(layer, ()))
+        if w is not None:
+            w.layer_loaded(layer)
 
     def save_kv_layer(self, layer_name: str, kv_layer: torch.Tensor, attn_metadata: Any,
                       **kwargs: Any) -> None:
-        layer = self._enter_layer("save_kv_layer", layer_name)
-        plan = self._plan
-        if plan is not None and layer not in self._saved_layers:
-            self._saved_layers.add(layer)
-            tickets = [TransferTicket(r.req_id, SAVE, Stage.P2D, max(layer, 0), plan.num_layers,
-                                      plan.layer_bytes(r.save_tokens), plan.tp_lanes,
-                                      r.deadline_s)
-                       for r in plan.requests if r.save_tokens]
-            self._step_flows.extend(p.flow_id for p in self._admit(tickets))
+        w = self.worker_side
+        if w is not None:
+            w.save_layer(w.enter_layer("save_kv_layer", layer_name))
         self.inner.save_kv_layer(layer_name, kv_layer, attn_metadata, **kwargs)
 
     def wait_for_save(self):
         result = self.inner.wait_for_save()
-        # The step's synchronous transfers are over: saves, and loads of layers never waited on.
-        flows, self._step_flows = self._step_flows, []
-        for layer_flows in self._layer_loads.values():
-            flows.extend(layer_flows)
-        self._layer_loads = {}
-        self._complete(flows)
-        if self.gate is not None:
-            self.gate.end_step(self.clock())
+        if self.worker_side is not None:
+            self.worker_side.step_saved()
         return result
-
-    def _complete(self, flow_ids: Iterable[int]) -> None:
-        if self.gate is None:
-            return
-        now = self.clock()
-        for fid in flow_ids:
-            self.gate.complete(fid, now)
-
-    def _received(self, req_ids: Iterable[str] | None) -> None:
-        for rid in req_ids or ():
-            self._complete(self._async_loads.pop(rid, ()))
 
     def get_finished(self, finished_req_ids: set[str]):
         sending, recving = self.inner.get_finished(finished_req_ids)
-        self._received(recving)
+        if self.worker_side is not None:
+            self.worker_side.received(recving)
         return sending, recving
 
     def get_transfer_results(self, finished_req_ids: set[str]):
         results = self.inner.get_transfer_results(finished_req_ids)
-        self._received(results.finished_recving)
+        if self.worker_side is not None:
+            self.worker_side.received(results.finished_recving)
         return results
 
     def get_block_ids_with_load_errors(self) -> set[int]:
@@ -440,23 +374,16 @@ class MFSConnector(KVConnectorBase_V1):
     def get_loaded_kv_cache_group_ids(self, request: Any) -> tuple[int, ...]:
         return self.inner.get_loaded_kv_cache_group_ids(request)
 
-    def _track(self, request: Any) -> None:
-        if self.planner is not None:
-            self.planner.add_request(request.request_id, float(request.arrival_time),
-                                     int(getattr(request, "priority", 0) or 0),
-                                     int(request.num_prompt_tokens), request.kv_transfer_params,
-                                     self.clock())
-
     def on_new_request(self, request: Any) -> None:
-        self._track(request)
+        if self.scheduler_side is not None:
+            self.scheduler_side.track(request)
         self._fwd("on_new_request", request)
 
     def get_num_new_matched_tokens(self, request: Any,
                                    num_computed_tokens: int) -> tuple[int | None, bool]:
-        self._track(request)
         tokens, is_async = self.inner.get_num_new_matched_tokens(request, num_computed_tokens)
-        if tokens:
-            self._load_async[request.request_id] = bool(is_async)
+        if self.scheduler_side is not None:
+            self.scheduler_side.matched(request, tokens, is_async)
         return tokens, is_async
 
     def get_external_cache_hit_sources(self, request: Any, num_external_tokens: int):
@@ -465,38 +392,24 @@ class MFSConnector(KVConnectorBase_V1):
     def update_state_after_alloc(self, request: Any, blocks: Any,
                                  num_external_tokens: int) -> None:
         self.inner.update_state_after_alloc(request, blocks, num_external_tokens)
-        if self.planner is not None and num_external_tokens > 0:
-            self._track(request)
-            self.planner.note_load(request.request_id, num_external_tokens,
-                                   self._load_async.pop(request.request_id, False))
+        if self.scheduler_side is not None:
+            self.scheduler_side.allocated(request, num_external_tokens)
 
     def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
-        assert self.planner is not None, "build_connector_meta runs on the scheduler side"
-        plan = self.planner.plan_step(self.clock(), _scheduled(scheduler_output),
-                                      sorted(scheduler_output.finished_req_ids or ()))
-        view = ordered_view(scheduler_output, plan.order)
-        before = snapshot(view)
-        inner = self.inner.build_connector_meta(view)
-        write_back(view, before, scheduler_output)
-        reorder_metadata(inner, plan.order)
-        if plan.finished or plan.pruned or any(r.level is not None for r in plan.requests):
-            self.log.write("plan", **plan.to_record())  # steps that moved or ended requests
+        assert self.scheduler_side is not None, "build_connector_meta runs on the scheduler side"
+        inner, plan = self.scheduler_side.build_meta(scheduler_output, self.inner)
         return MFSConnectorMetadata(inner=inner, plan=plan)
 
     def update_connector_output(self, connector_output: Any) -> None:
         self.inner.update_connector_output(connector_output)
-        if self.planner is not None:
-            self.planner.transfers_done(connector_output.finished_recving or (),
-                                        connector_output.finished_sending or (), self.clock())
+        if self.scheduler_side is not None:
+            self.scheduler_side.transfers_done(connector_output)
 
     def request_finished(self, request: Any,
                          block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         delay_free, params = self.inner.request_finished(request, block_ids)
-        if self.planner is not None:
-            deadline = self.planner.deadline_s(request.request_id)
-            self.planner.finish_request(request.request_id, bool(delay_free), self.clock())
-            if isinstance(params, dict) and deadline is not None:
-                params = {**params, "mfs_deadline_s": deadline}
+        if self.scheduler_side is not None:
+            params = self.scheduler_side.finished(request, bool(delay_free), params)
         return delay_free, params
 
     def register_finished_partial_tail(self, request: Any, block_ids: Any,
@@ -515,14 +428,3 @@ class MFSConnector(KVConnectorBase_V1):
 
     def reset_cache(self) -> bool | None:
         return self._fwd("reset_cache")
-
-
-def _scheduled(scheduler_output: Any) -> list[ScheduledRequest]:
-    """The step's requests with tokens computed before it and scheduled in it."""
-    counts = scheduler_output.num_scheduled_tokens
-    out = [ScheduledRequest(r.req_id, int(r.num_computed_tokens), int(counts.get(r.req_id, 0)))
-           for r in scheduler_output.scheduled_new_reqs]
-    cached = scheduler_output.scheduled_cached_reqs
-    out.extend(ScheduledRequest(rid, int(done), int(counts.get(rid, 0)))
-               for rid, done in zip(cached.req_ids, cached.num_computed_tokens, strict=False))
-    return out

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ...policy import Policy, Priority, Stage, make_policy
-from .driver import FlowSpec, PolicyDriver
+from .driver import FlowSpec, KeyedDriver
 from .options import GATE_DAEMON_PREFIX, MFSOptions
 from .planner import PORT_EGRESS, PORT_INGRESS, StepPlan
 from .tracelog import DecisionLog
@@ -55,12 +55,15 @@ class TransferTicket:
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """A transfer allowed to start, with the priority and transport class it should use."""
+    """A transfer allowed to start, with the priority and transport class it should use, and
+    the policy's rate limit for it (bytes/s per lane; None: none). The inner connectors have
+    no pacing knob, so the connector records the limit but cannot enforce it."""
 
     flow_id: int
     ticket: TransferTicket
     priority: Priority
     transport: TransportClass
+    rate_cap_bytes_per_s: float | None = None
 
 
 class TransferGate(Protocol):
@@ -84,6 +87,9 @@ class TransferGate(Protocol):
     def end_step(self, now_s: float) -> None:
         """The step's compute is over; only its transfers may still run."""
 
+    def poll(self, now_s: float) -> None:
+        """A hook without news: decide if the policy asked to be woken by now."""
+
     def close(self) -> None:
         """Release resources (connections, files)."""
 
@@ -94,7 +100,7 @@ class InProcessGate:
     def __init__(self, options: MFSOptions, policy: Policy | None = None,
                  log: DecisionLog | None = None) -> None:
         self.options = options
-        self.driver = PolicyDriver(policy or make_policy(
+        self.driver = KeyedDriver(policy or make_policy(
             options.policy, options.num_levels, dict(options.policy_options)))
         self.log = log
         self._plan: StepPlan | None = None
@@ -161,21 +167,29 @@ class InProcessGate:
     def permit(self, now_s: float) -> list[Permit]:
         self.driver.decide(now_s)
         scavenger = Priority(self.options.num_levels)
-        ready = sorted(self._waiting, key=lambda f: (self.driver.priority.get(f, scavenger),
+        driver = self.driver
+        ready = sorted(self._waiting, key=lambda f: (driver.priority(f) or scavenger,
                                                      self._order[f]))
         permits = []
         for fid in ready:
-            prio = self.driver.priority.get(fid, scavenger)
+            prio = driver.priority(fid) or scavenger
             permits.append(Permit(fid, self._waiting.pop(fid), prio,
-                                  transport_class(min(prio.level, self.options.num_levels),
-                                                  self.options.num_levels)))
+                                  transport_class(prio.level, self.options.num_levels),
+                                  driver.caps.get(fid)))
             self._order.pop(fid, None)
         if self.log is not None and permits:
             self.log.write("permit", step=self._plan.step if self._plan else None,
                            permits=[[p.ticket.req_id, p.ticket.kind, p.ticket.layer,
-                                     p.priority.level, p.priority.rank, p.transport.dscp]
+                                     p.priority.level, p.priority.rank, p.transport.dscp,
+                                     p.rate_cap_bytes_per_s]
                                     for p in permits])
         return permits
+
+    def poll(self, now_s: float) -> None:
+        """A hook without news: decide if the policy's wake-up time has come (its periodic
+        refresh, e.g. MFS's MLU of P2D flows after the compute ended, Karuna's pacing)."""
+        if self.driver.due(now_s):
+            self.driver.decide(now_s)
 
     def complete(self, flow_id: int, now_s: float) -> None:
         self._waiting.pop(flow_id, None)

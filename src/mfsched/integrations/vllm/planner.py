@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...policy import Policy, Priority, Stage, make_policy
-from .driver import FlowSpec, PolicyDriver
+from .driver import FlowSpec, KeyedDriver
 from .options import MFSOptions
 
 __all__ = [
@@ -205,7 +205,7 @@ class StepPlanner:
         self.options = options
         self.shape = shape
         self.produces_kv = produces_kv
-        self.driver = PolicyDriver(policy or make_policy(
+        self.driver = KeyedDriver(policy or make_policy(
             options.policy, options.num_levels, dict(options.policy_options)))
         self._reqs: dict[str, _Req] = {}
         self._step = 0
