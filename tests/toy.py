@@ -40,7 +40,7 @@ class Toy:
               early_port_bytes=None, p2d_port_bytes=None, compute_done=False) -> None:
         info = BatchInfo(bid, 0, tuple(rids), layers, t, layer_compute_s,
                          p2d_port_bytes or {}, early_port_bytes or {},
-                         {p: 8 * c for p, c in enumerate(self.engine.network.capacity)})
+                         {p: 8 * c for p, c in enumerate(self.engine.network.capacity_bytes_per_s)})
 
         def start():
             self.engine.batch_started(info)
@@ -60,7 +60,7 @@ class Toy:
             info = FlowInfo(fid, stage, bid, tuple(rids), layer,
                             layer if target is None else target, size, size, 1,
                             tuple((link, size) for link in links),
-                            8 * float(min(self.engine.network.capacity[list(links)])),
+                            8 * float(min(self.engine.network.capacity_bytes_per_s[list(links)])),
                             deadline_s, self.engine.now_s)
 
             def done(_fid):

@@ -38,7 +38,7 @@ class PcieLanes:
     def __init__(self, bytes_per_s: float, gpus_per_server: int) -> None:
         if not bytes_per_s > 0:
             raise ValueError(f"PCIe rate must be positive, got {bytes_per_s}")
-        self.capacity = np.full(2 * gpus_per_server, float(bytes_per_s))
+        self.capacity_bytes_per_s = np.full(2 * gpus_per_server, float(bytes_per_s))
         self.gpus_per_server = gpus_per_server
         self._left: dict[Key, float] = {}
         self._links: dict[Key, tuple[int, int]] = {}  # (out-link of source, in-link of dest)
@@ -127,7 +127,7 @@ class PcieLanes:
             return
         links = np.array([self._links[k] for k in keys], dtype=np.int64).ravel()
         flows = np.repeat(np.arange(len(keys)), 2)
-        rates = allocate(self.capacity, flows, links, np.ones(len(links)),
+        rates = allocate(self.capacity_bytes_per_s, flows, links, np.ones(len(links)),
                          np.array([self._key[k] for k in keys], dtype=np.int64),
                          np.array([self._cap[k] for k in keys]),
                          np.array([self._share[k] for k in keys]))

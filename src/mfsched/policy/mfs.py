@@ -84,7 +84,7 @@ class MFSConfig(PolicyConfig):
         return LevelLayout(self.num_levels, early)
 
 
-class _Req:
+class _RequestView:
     __slots__ = ("deadline_s", "flows", "level", "pruned")
 
     def __init__(self, deadline_s: float) -> None:
@@ -119,7 +119,7 @@ class MFS(Policy):
         c: MFSConfig = self.config
         self.layout = c.layout()
         self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
-        self.requests: dict[int, _Req] = {}
+        self.requests: dict[int, _RequestView] = {}
         self.batches: dict[int, _BatchView] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.prio: dict[int, Priority] = {}
@@ -138,7 +138,7 @@ class MFS(Policy):
     # --- notifications ----------------------------------------------------------------------
 
     def on_request(self, request: RequestInfo, now_s: float) -> None:
-        self.requests[request.request_id] = _Req(request.deadline_s)
+        self.requests[request.request_id] = _RequestView(request.deadline_s)
 
     def on_request_done(self, request_id: int, now_s: float) -> None:
         self.requests.pop(request_id, None)
@@ -279,7 +279,7 @@ class MFS(Policy):
             return r.level
         return level
 
-    def _request_p2d(self, rid, r: _Req, b: _BatchView, flow: FlowInfo, progress):
+    def _request_p2d(self, rid, r: _RequestView, b: _BatchView, flow: FlowInfo, progress):
         """All of the request's remaining P2D bytes (emitted and to come) and its lanes'
         summed bottleneck bandwidth."""
         remaining = 0.0

@@ -38,7 +38,7 @@ _NFLOATS = 5
 class FluidNetwork:
     def __init__(self, capacity_bytes_per_s: np.ndarray, check_invariants: bool = False,
                  contention_free: bool = False) -> None:
-        self.capacity = np.ascontiguousarray(capacity_bytes_per_s, dtype=np.float64)
+        self.capacity_bytes_per_s = np.ascontiguousarray(capacity_bytes_per_s, dtype=np.float64)
         self.check_invariants = check_invariants and not contention_free
         # analysis reference: every flow runs as if it were alone on its links
         self.contention_free = contention_free
@@ -167,27 +167,28 @@ class FluidNetwork:
             missing = [self._ids[i] for i in range(n) if self._prio[i] is None]
             raise RuntimeError(f"policy gave no priority to flows {missing[:5]}")
         if self.contention_free:
-            _alone_rates(self.capacity, self._links, self._weights, self._ints, self._floats, n)
+            _alone_rates(self.capacity_bytes_per_s, self._links, self._weights, self._ints,
+                         self._floats, n)
             return self.next_completion_s()
         if self.check_invariants:
-            allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
-                          self._ints[_KEY], self._floats[_CAP], self._floats[_SHARE], n,
-                          self._floats[_RATE])
+            allocate_rows(self.capacity_bytes_per_s, self._links, self._weights,
+                          self._ints[_NLINKS], self._ints[_KEY], self._floats[_CAP],
+                          self._floats[_SHARE], n, self._floats[_RATE])
             self._check()
             return self.next_completion_s()
-        return self.now_s + _reallocate(self.capacity, self._links, self._weights, self._ints,
-                                        self._floats, n)
+        return self.now_s + _reallocate(self.capacity_bytes_per_s, self._links, self._weights,
+                                        self._ints, self._floats, n)
 
     def link_loads(self) -> np.ndarray:
         """Bytes/s currently carried by each link."""
-        loads = np.zeros(len(self.capacity))
+        loads = np.zeros(len(self.capacity_bytes_per_s))
         for i in range(len(self._ids)):
             k = self._ints[_NLINKS, i]
             np.add.at(loads, self._links[i, :k], self._weights[i, :k] * self._floats[_RATE, i])
         return loads
 
     def _check(self) -> None:
-        over = self.link_loads() > self.capacity * (1 + 1e-9) + 1e-6
+        over = self.link_loads() > self.capacity_bytes_per_s * (1 + 1e-9) + 1e-6
         if over.any():
             raise AssertionError(f"links over capacity: {np.flatnonzero(over)[:5]}")
 

@@ -94,7 +94,7 @@ def _prepare(topology: Topology, members: Sequence[Member], connections: int,
     return [Transfer(topology, [m], connections) for m in members]
 
 
-class _Req:
+class _RequestRun:
     __slots__ = ("compute_done_s", "deadline_s", "decode_s", "evaluated", "first_batch_s",
                  "index", "inflight_chunks", "next_token", "p2d_deadline_s", "p2d_done_s",
                  "p2d_left", "remaining_new", "req", "route", "slo_s", "unit")
@@ -119,7 +119,7 @@ class _Req:
         self.p2d_done_s = -1.0
 
 
-class _Batch:
+class _BatchRun:
     __slots__ = (
         "chunks",
         "collectives",
@@ -204,7 +204,7 @@ class Serving:
         block_tokens = requests[0].block_tokens if requests else 16
         self.caches = PrefixCaches(len(self.units),
                                    cluster.kv_cache_tokens_per_unit // block_tokens)
-        self.queues: list[deque[_Req]] = [deque() for _ in self.units]
+        self.queues: list[deque[_RequestRun]] = [deque() for _ in self.units]
         self.pending = np.zeros(len(self.units))
         serving = cluster.serving
         self.router = Router([[u.unit_id for u in inst] for inst in cluster.deployment.instances],
@@ -278,7 +278,7 @@ class Serving:
         evaluated = self.warmup <= index < self.warmup + self.n_eval
         decode = self.c.compute.decode_step_s(self.model, self.c.deployment.parallelism.tp,
                                               req.input_tokens)
-        r = _Req(req, index, route, unit, slo, evaluated, decode)
+        r = _RequestRun(req, index, route, unit, slo, evaluated, decode)
         bt = req.block_tokens
         if route.local_tokens:
             self.caches.touch(route.unit, req.block_hashes[: -(-route.local_tokens // bt)])
@@ -296,7 +296,7 @@ class Serving:
 
     def _start_batch(self, inst: int) -> None:
         chunks: list[Chunk] = []
-        reqs: list[_Req] = []
+        reqs: list[_RequestRun] = []
         budget_max = self.c.serving.max_batched_tokens
         for k, unit in enumerate(self.c.deployment.instances[inst]):
             queue = self.queues[unit.unit_id]
@@ -326,7 +326,7 @@ class Serving:
         self.busy[inst] = True
         self.next_batch_id += 1
         plan = self.c.planner.plan(inst, chunks)
-        b = _Batch(self.next_batch_id, inst, plan, chunks, reqs, self.engine.now_s,
+        b = _BatchRun(self.next_batch_id, inst, plan, chunks, reqs, self.engine.now_s,
                    self.model.num_layers)
         self._prepare_batch(b)
         self.engine.batch_started(self._batch_info(b))
@@ -335,7 +335,7 @@ class Serving:
             self._submit_reuse(b)
         self._begin_layer(b)
 
-    def _prepare_batch(self, b: _Batch) -> None:
+    def _prepare_batch(self, b: _BatchRun) -> None:
         topo, grouped = self.c.topology, self.c.serving.grouped_flows
         req_of = {r.req.request_id: r for r in b.reqs}
         b.reuse = [(req_of[t.request_id], _prepare(topo, t.members, t.connections, grouped))
@@ -349,7 +349,7 @@ class Serving:
         for r, transfers in b.p2d:
             r.p2d_left += len(transfers) * self.model.num_layers
 
-    def _batch_info(self, b: _Batch) -> BatchInfo:
+    def _batch_info(self, b: _BatchRun) -> BatchInfo:
         if not self.needs_port_loads:
             return BatchInfo(b.id, b.inst, b.rids, self.model.num_layers, self.engine.now_s,
                              b.plan.layer_compute_s)
@@ -373,7 +373,7 @@ class Serving:
 
     # --- layers and steps ---------------------------------------------------------------------
 
-    def _begin_layer(self, b: _Batch) -> None:
+    def _begin_layer(self, b: _BatchRun) -> None:
         now = self.engine.now_s
         if b.reuse_left[b.layer] > 0:
             if b.wait_since < 0:
@@ -389,7 +389,7 @@ class Serving:
         b.step = 0
         self._run_step(b)
 
-    def _run_step(self, b: _Batch) -> None:
+    def _run_step(self, b: _BatchRun) -> None:
         step = b.plan.steps[b.step]
         now = self.engine.now_s
         b.step_start_s = now
@@ -402,7 +402,7 @@ class Serving:
         for t in transfers:
             self._submit(b, t, Stage.COLLECTIVE, b.layer, b.layer, b.rids, None, done)
 
-    def _collective_flow_done(self, b: _Batch, _fid: int) -> None:
+    def _collective_flow_done(self, b: _BatchRun, _fid: int) -> None:
         b.flows_left -= 1
         b.step_left -= 1
         if b.step_left == 0:
@@ -411,7 +411,7 @@ class Serving:
                 b.id, b.inst, b.layer, step.name, b.step_start_s, self.engine.now_s))
             self._step_done(b)
 
-    def _step_done(self, b: _Batch) -> None:
+    def _step_done(self, b: _BatchRun) -> None:
         if b.step == 0:
             self._submit_p2d(b)
         b.step += 1
@@ -426,7 +426,7 @@ class Serving:
 
     # --- Stage 1 and Stage 3 ------------------------------------------------------------------
 
-    def _submit_reuse(self, b: _Batch) -> None:
+    def _submit_reuse(self, b: _BatchRun) -> None:
         layer = b.reuse_next
         b.reuse_next += 1
         done = partial(self._reuse_done, b, layer)
@@ -434,14 +434,14 @@ class Serving:
             for t in transfers:
                 self._submit(b, t, Stage.KV_REUSE, layer, layer, (r.req.request_id,), None, done)
 
-    def _reuse_done(self, b: _Batch, layer: int, _fid: int) -> None:
+    def _reuse_done(self, b: _BatchRun, layer: int, _fid: int) -> None:
         b.flows_left -= 1
         b.reuse_left[layer] -= 1
         if b.reuse_left[layer] == 0 and layer == b.layer and b.wait_since >= 0:
             self._begin_layer(b)
         self._maybe_depart(b)
 
-    def _submit_p2d(self, b: _Batch) -> None:
+    def _submit_p2d(self, b: _BatchRun) -> None:
         n_layers = self.model.num_layers
         for r, transfers in b.p2d:
             done = partial(self._p2d_done, b, r)
@@ -449,7 +449,7 @@ class Serving:
                 self._submit(b, t, Stage.P2D, b.layer, n_layers, (r.req.request_id,),
                              r.p2d_deadline_s, done)
 
-    def _p2d_done(self, b: _Batch, r: _Req, _fid: int) -> None:
+    def _p2d_done(self, b: _BatchRun, r: _RequestRun, _fid: int) -> None:
         b.flows_left -= 1
         r.p2d_left -= 1
         if r.p2d_left == 0:
@@ -457,7 +457,7 @@ class Serving:
             self._maybe_finish(r)
         self._maybe_depart(b)
 
-    def _submit(self, b: _Batch, t: Transfer, stage: Stage, layer: int, target: int,
+    def _submit(self, b: _BatchRun, t: Transfer, stage: Stage, layer: int, target: int,
                 rids: tuple[int, ...], deadline: float | None, on_done) -> None:
         fid = self.engine.new_flow_id()
         info = FlowInfo(fid, stage, b.id, rids, layer, target, t.size, t.total, t.members,
@@ -467,7 +467,7 @@ class Serving:
 
     # --- completion -----------------------------------------------------------------------------
 
-    def _batch_compute_done(self, b: _Batch) -> None:
+    def _batch_compute_done(self, b: _BatchRun) -> None:
         now = self.engine.now_s
         b.compute_done_s = now
         self.engine.batch_compute_done(b.id)
@@ -490,13 +490,13 @@ class Serving:
         self._start_batch(b.inst)
         self._maybe_depart(b)
 
-    def _maybe_depart(self, b: _Batch) -> None:
+    def _maybe_depart(self, b: _BatchRun) -> None:
         if (not b.departed and b.flows_left == 0 and b.compute_done_s >= 0
                 and b.reuse_next >= self.model.num_layers):
             b.departed = True
             self.engine.batch_ended(b.id)
 
-    def _maybe_finish(self, r: _Req) -> None:
+    def _maybe_finish(self, r: _RequestRun) -> None:
         if r.compute_done_s < 0 or r.p2d_left > 0 or r.remaining_new > 0:
             return
         now = self.engine.now_s

@@ -182,7 +182,7 @@ class StepPlan:
         }
 
 
-class _Req:
+class _PlannedRequest:
     __slots__ = ("arrival_s", "deadline_s", "load", "load_async", "prompt_tokens",
                  "remote_prefill")
 
@@ -207,7 +207,7 @@ class StepPlanner:
         self.produces_kv = produces_kv
         self.driver = KeyedDriver(policy or make_policy(
             options.policy, options.num_levels, dict(options.policy_options)))
-        self._reqs: dict[str, _Req] = {}
+        self._reqs: dict[str, _PlannedRequest] = {}
         self._step = 0
         self._prev_step: int | None = None
         self._step_flows: list[tuple[int, str, str, bool]] = []  # fid, key, load|save, async
@@ -223,7 +223,7 @@ class StepPlanner:
             return r.deadline_s
         deadline_s, _ = request_deadline_s(arrival_s, priority, kv_transfer_params, self.options)
         remote = bool((kv_transfer_params or {}).get("do_remote_prefill"))
-        self._reqs[req_id] = _Req(arrival_s, deadline_s, prompt_tokens, remote)
+        self._reqs[req_id] = _PlannedRequest(arrival_s, deadline_s, prompt_tokens, remote)
         self.driver.add_request(req_id, arrival_s, deadline_s - arrival_s, prompt_tokens, now_s)
         return deadline_s
 
@@ -295,7 +295,7 @@ class StepPlanner:
                 out[s.req_id] = tokens
         return out
 
-    def _start_batch(self, step: int, keys: list[str], loads: dict[str, _Req],
+    def _start_batch(self, step: int, keys: list[str], loads: dict[str, _PlannedRequest],
                      saves: dict[str, int], scheduled: Sequence[ScheduledRequest],
                      now_s: float) -> None:
         shape, link_bps = self.shape, self.options.link_bps
@@ -347,7 +347,7 @@ class StepPlanner:
         for fid, _key, _kind, _async in flows:
             self.driver.complete(fid, now_s)
 
-    def _plan(self, step: int, now_s: float, keys: list[str], loads: dict[str, _Req],
+    def _plan(self, step: int, now_s: float, keys: list[str], loads: dict[str, _PlannedRequest],
               saves: dict[str, int], scheduled: Sequence[ScheduledRequest],
               finished: tuple[str, ...]) -> StepPlan:
         pruned = self.driver.pruned
