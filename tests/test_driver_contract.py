@@ -354,7 +354,7 @@ class _HeldTransport:
     """The in-memory transport, but chunks wait until their flow is released."""
 
     def __init__(self, fabric, addrs, events) -> None:
-        from mfsched.dataplane.transport import MemoryTransport
+        from mfsched.dataplane.memtransport import MemoryTransport
 
         class Held(MemoryTransport):
             def send(self, route, key, total) -> None:
@@ -377,9 +377,9 @@ class _HeldTransport:
 def run_daemon(name: str, script: list[Instant]) -> _Outcome:
     from mfsched.dataplane import protocol
     from mfsched.dataplane.daemon import DaemonConfig
+    from mfsched.dataplane.memtransport import MemoryFabric, MemoryTransport
     from mfsched.dataplane.runstate import RunState, hw_class_of
     from mfsched.dataplane.sender import SenderConfig, SendScheduler
-    from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
 
     out = _Outcome()
 

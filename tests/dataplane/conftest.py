@@ -16,9 +16,9 @@ from mfsched.dataplane.coordinator import Coordinator
 from mfsched.dataplane.daemon import Daemon, DaemonConfig
 from mfsched.dataplane.engine import Placement
 from mfsched.dataplane.limits import ControlLimits
+from mfsched.dataplane.memtransport import MemoryFabric, MemoryTransport
 from mfsched.dataplane.netns import payload_to_htb_rate
 from mfsched.dataplane.testbed import Layout
-from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
 from mfsched.policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
 
 

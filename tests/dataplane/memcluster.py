@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mfsched.dataplane.coordinator import Coordinator
 from mfsched.dataplane.daemon import Daemon, DaemonConfig
-from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
+from mfsched.dataplane.memtransport import MemoryFabric, MemoryTransport
 
 
 async def main(tmp: Path, servers: int, nics: int) -> None:

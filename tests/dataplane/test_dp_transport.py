@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mfsched.dataplane.memtransport import MemoryFabric, MemoryTransport
 from mfsched.dataplane.sender import MemberTx, SenderConfig, SendScheduler
-from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
 from mfsched.dataplane.wire import (
     STATUS_BAD,
     STATUS_OK,
