@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -140,5 +141,8 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_golden_records.py --write")
     data = {s: {name: snapshot(s, name) for name in _schedulers()} for s in SCENARIOS}
-    FIXTURE.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+    text = json.dumps(data, indent=1, sort_keys=True)  # one line per record:
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  text)
+    FIXTURE.write_text(text + "\n")
     print(f"wrote {FIXTURE}")
