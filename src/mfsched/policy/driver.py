@@ -94,23 +94,28 @@ class StaticProgress:
 
 class LiveFlow:
     """A flow between submission and completion: its description and the priorities it got
-    (``first``: the first one, ``last``: the current one; None before the first decision)."""
+    (``first``: the first one, ``last``: the current one; None before the first decision).
+    ``tag`` is the runtime's own (the simulator keeps the flow's completion callback there)."""
 
-    __slots__ = ("first", "info", "last")
+    __slots__ = ("batch", "first", "info", "last", "owner", "tag")
 
-    def __init__(self, info: FlowInfo) -> None:
+    def __init__(self, info: FlowInfo, batch: _LiveBatch, owner: int) -> None:
         self.info = info
+        self.batch = batch
+        self.owner = owner  # the request it serves alone, or -1 (it serves several)
         self.first: Priority | None = None
         self.last: Priority | None = None
+        self.tag = None
 
 
 class _LiveBatch:
-    __slots__ = ("compute_done", "flows", "info")
+    __slots__ = ("compute_done", "flows", "group_flows", "info")
 
     def __init__(self, info: BatchInfo) -> None:
         self.info = info
         self.compute_done = False
         self.flows = 0
+        self.group_flows = 0  # live flows that serve several of its requests (collectives)
 
 
 class PolicyDriver:
@@ -126,13 +131,14 @@ class PolicyDriver:
         self.pruned: frozenset[int] = frozenset()
         self.ever_pruned: set[int] = set()
         self.pending = False  # something happened since the last decision
-        self._requests: dict[int, int] = {}  # request -> live flows that serve it
+        self._requests: dict[int, int] = {}  # request -> its own live flows (one request each)
         self._finishing: set[int] = set()  # finished, forgotten when their flows completed
         self._batches: dict[int, _LiveBatch] = {}
         self._ready: set[int] = set()  # compute done and no live flows: depart at decide
         # bound once: the simulator calls these on its hot path
         self._apply_priority = enforcer.apply_priority
         self._apply_rate_cap = enforcer.apply_rate_cap
+        self._set_wake = enforcer.set_wake
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -156,10 +162,17 @@ class PolicyDriver:
         live = self._requests.get(request_id)
         if live is None:
             return
-        if live:
+        if live or self._in_group_flow(request_id):
             self._finishing.add(request_id)
             return
         self._forget(request_id, now_s)
+
+    def _in_group_flow(self, request_id: int) -> bool:
+        """A live flow serving several requests of its batch serves this one (flows of one
+        request are counted per request; flows of several, per batch: a collective names all
+        its batch's requests, and counting those per request would cost the simulator)."""
+        return any(b.group_flows and request_id in b.info.request_ids
+                   for b in self._batches.values())
 
     def _forget(self, request_id: int, now_s: float) -> None:
         del self._requests[request_id]
@@ -219,13 +232,17 @@ class PolicyDriver:
         if info.flow_id in self.flows:
             raise ValueError(f"flow {info.flow_id} submitted twice")
         self.policy.on_flow_submit(info, now_s)  # may refuse: then nothing is kept
-        live = self.flows[info.flow_id] = LiveFlow(info)
+        rids = info.request_ids
         b.flows += 1
-        requests = self._requests
-        for rid in info.request_ids:
-            n = requests.get(rid)
+        if len(rids) == 1:
+            owner = rids[0]
+            n = self._requests.get(owner)
             if n is not None:
-                requests[rid] = n + 1
+                self._requests[owner] = n + 1
+        else:
+            owner = -1
+            b.group_flows += 1
+        live = self.flows[info.flow_id] = LiveFlow(info, b, owner)
         self.pending = True
         return live
 
@@ -234,19 +251,22 @@ class PolicyDriver:
         live = self.flows.pop(flow_id, None)
         if live is None:
             return None
-        info = live.info
         self.policy.on_flow_complete(flow_id, now_s)
-        b = self._batches.get(info.batch_id)
-        if b is not None:
-            b.flows -= 1
-            if not b.flows and b.compute_done:
-                self._ready.add(info.batch_id)
-        requests = self._requests
-        for rid in info.request_ids:
-            left = requests.get(rid)
+        b = live.batch  # (a batch departs only without live flows: it is still there)
+        b.flows -= 1
+        if not b.flows and b.compute_done:
+            self._ready.add(b.info.batch_id)
+        owner = live.owner
+        if owner >= 0:
+            left = self._requests.get(owner)
             if left is not None:
-                requests[rid] = left - 1
-                if left == 1 and rid in self._finishing:
+                self._requests[owner] = left - 1
+        else:
+            b.group_flows -= 1
+        if self._finishing:
+            for rid in live.info.request_ids:
+                if rid in self._finishing and not self._requests[rid] \
+                        and not self._in_group_flow(rid):
                     self._forget(rid, now_s)
         self.pending = True
         return live
@@ -295,5 +315,5 @@ class PolicyDriver:
             self.pruned = d.pruned
             self.ever_pruned |= d.pruned
             self.enforcer.apply_pruned(d.pruned)
-        self.enforcer.set_wake(d.wake_s)
+        self._set_wake(d.wake_s)
         return d

@@ -62,10 +62,12 @@ class FlowInfo(NamedTuple):
     """One schedulable flow: a point-to-point transfer, or a group of parallel equal-purpose
     transfers of one collective (``members`` > 1) that the driver advances together.
 
-    ``size_bytes`` is the size of the largest member (what sets the flow's finish time at a
-    given per-member rate); ``total_bytes`` sums all members. ``port_bytes`` lists the load the
-    flow puts on each port it crosses. ``target_layer`` is the layer whose computation consumes
-    the data (Stage 3 uses ``num_layers``: nothing waits for it but the first token).
+    ``request_ids`` are the requests it serves: one for a Stage-1 or Stage-3 transfer, several
+    (of its batch) for a collective. ``size_bytes`` is the size of the largest member (what sets
+    the flow's finish time at a given per-member rate); ``total_bytes`` sums all members.
+    ``port_bytes`` lists the load the flow puts on each port it crosses. ``target_layer`` is the
+    layer whose computation consumes the data (Stage 3 uses ``num_layers``: nothing waits for it
+    but the first token).
 
     A NamedTuple rather than a frozen dataclass: drivers create one per flow on their hot path
     and a frozen dataclass costs six times as much to build; both are immutable and typed.

@@ -73,7 +73,6 @@ class Engine:
         self._net_version = 0
         self._wake_version = 0
         self._wake_s = _INF
-        self._on_done: dict[int, Callable[[int], None]] = {}
         self._next_flow_id = 0
         # the Enforcer side: straight to the network, no wrapper on the hot path
         self.apply_priority = self.network.set_priority
@@ -129,10 +128,9 @@ class Engine:
 
     def submit(self, info: FlowInfo, transfer: Transfer, on_done: Callable[[int], None]) -> None:
         """Start a flow now; ``on_done(flow_id)`` runs when its last byte arrives."""
-        self.driver.submit(info, self.now_s)
+        self.driver.submit(info, self.now_s).tag = on_done
         self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes,
                          share=transfer.share)
-        self._on_done[info.flow_id] = on_done
         self.submitted_bytes += info.size_bytes
 
     # --- the Enforcer protocol (apply_priority / apply_rate_cap are bound in __init__) --------
@@ -160,7 +158,13 @@ class Engine:
         driver = self.driver
         while True:
             if (driver.pending or network.dirty) and (not heap or heap[0][0] > self.now_s):
-                self._decide()
+                driver.decide(self.now_s)  # once per instant (inlined: the hottest path)
+                if network.dirty:
+                    t_next = network.reallocate()
+                    self._net_version += 1
+                    if t_next < _INF:
+                        self.schedule(max(t_next, self.now_s), EventKind.FLOWS,
+                                      self._net_version)
             if not heap or should_stop():
                 return
             t, kind, _, payload = heapq.heappop(heap)
@@ -183,14 +187,6 @@ class Engine:
             else:
                 dispatch(kind, payload)
 
-    def _decide(self) -> None:
-        self.driver.decide(self.now_s)
-        if self.network.dirty:
-            t_next = self.network.reallocate()
-            self._net_version += 1
-            if t_next < _INF:
-                self.schedule(max(t_next, self.now_s), EventKind.FLOWS, self._net_version)
-
     def _complete_flows(self, done: list[int]) -> None:
         if not done:
             self.network.dirty = True  # rounding: reallocate and reschedule
@@ -204,4 +200,4 @@ class Engine:
                     fid, int(info.stage), info.batch_id, info.layer, info.members,
                     info.size_bytes, info.total_bytes, info.submit_s, self.now_s,
                     live.first.level, live.last.level))
-            self._on_done.pop(fid)(fid)
+            live.tag(fid)
