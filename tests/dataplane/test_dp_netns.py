@@ -140,12 +140,16 @@ def test_testbed_agrees_with_the_simulator(tmp_path):
     agent workload, 8 warm-up + 32 evaluated requests, seed 0, scale 20; about 3 minutes):
     per seed, mean TTFT within 13% and mean Stage-2 CCT within 20% of the simulator's.
 
-    Exception, named: MFS's Stage-2 CCT. The claim was measured on an idle machine; on a
-    loaded one (load average 5-9 on 2 cores, daemons at nice -10) we measured the testbed's
-    MFS CCT 28-31% above the simulator's (fs: 12-18%, TTFT of both: 6-10%): MFS's advantage
-    is the fine-grained ordering that the emulation's control path (milliseconds of wall time
-    per hop) blurs. Its bound is 35% here, until the figures are regenerated under CI load.
-    Attainment is not bounded: docs/results.md shows identical 32-request runs 16 points apart.
+    The claim was measured on an idle machine, and the emulation is only as faithful as the
+    machine is idle: the runner, the daemons and the coordinator run at nice -20 here, ahead of
+    the other test worker (at nice -10 beside a busy worker, fs's CCT error reached 21%; at -20
+    beside a CPU-bound process: fs 8% / 15%, mfs 7% / 22%).
+
+    Exception, named: MFS's Stage-2 CCT, bounded at 35%: we measured it 22-31% above the
+    simulator's on this loaded machine (load 2-9 on 2 cores), beyond the idle claim. MFS's
+    advantage is the fine-grained ordering that the emulation's control path (milliseconds of
+    wall time per hop) blurs. Attainment is not bounded: docs/results.md shows identical
+    32-request runs 16 points apart.
     """
     from mfsched.dataplane.testbed import run_testbed
     from mfsched.experiments.config import SimConfig
@@ -153,7 +157,7 @@ def test_testbed_agrees_with_the_simulator(tmp_path):
 
     p = prepare(SimConfig(requests=32, warmup=8, seed=0))
     sim = {r.scheduler: r.summary for r in run(p, ["fs", "mfs"])}
-    runs = run_testbed(p, ["fs", "mfs"], EmulationConfig(nice=-10, stall_timeout_s=60,
+    runs = run_testbed(p, ["fs", "mfs"], EmulationConfig(nice=-20, stall_timeout_s=60,
                                                          log_dir=str(tmp_path)))
     for r in runs:
         name, tb = r.result.scheduler, r.result.summary
