@@ -17,6 +17,15 @@ def small_testbed_cfg():
     return SimConfig(requests=60, warmup=20, tail=10)
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The root + namespace tests run one after another on one xdist worker (``--dist
+    loadgroup`` in pyproject.toml): each builds a fabric and starts daemons, and the
+    simulator-vs-testbed agreement test is only as faithful as the machine is quiet."""
+    for item in items:
+        if item.get_closest_marker("netns") is not None:
+            item.add_marker(pytest.mark.xdist_group("netns"))
+
+
 def shared_trace(name: str) -> Path:
     path = TRACES / name
     if not path.is_file():
