@@ -4,13 +4,16 @@ Kernels are written as plain loops over numpy arrays and decorated with :func:`n
 numba installed (a core dependency) they are compiled once and cached on disk; without it they
 run unchanged as ordinary Python, only slower, so the results never depend on numba.
 Set ``MFSCHED_NO_JIT=1`` to force the interpreted path (tests use it to cross-check).
+:func:`kernels_cached` tells the CLI whether the first call will compile (it then says so).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["JIT_ENABLED", "njit"]
+__all__ = ["JIT_ENABLED", "kernels_cached", "njit"]
+
+_KERNELS: list = []  # every compiled kernel of the imported modules
 
 try:
     if os.environ.get("MFSCHED_NO_JIT"):
@@ -20,10 +23,25 @@ try:
     JIT_ENABLED = True
 
     def njit(fn):
-        return numba.njit(cache=True, nogil=True)(fn)
+        kernel = numba.njit(cache=True, nogil=True)(fn)
+        _KERNELS.append(kernel)
+        return kernel
 
 except ImportError:  # pragma: no cover - exercised with MFSCHED_NO_JIT=1
     JIT_ENABLED = False
 
     def njit(fn):
         return fn
+
+
+def kernels_cached() -> bool:
+    """Whether every kernel imported so far has a fresh compiled copy in numba's on-disk cache,
+    so that its first call loads instead of compiling (several seconds). Reads numba's cache
+    index through its private API; should that move, the answer is True (say nothing) rather
+    than an error."""
+    if not JIT_ENABLED:
+        return True
+    try:
+        return all(k._cache._cache_file._load_index() for k in _KERNELS)
+    except Exception:  # numba internals changed: no notice, no failure
+        return True

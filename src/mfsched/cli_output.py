@@ -1,0 +1,326 @@
+"""What the command line prints and writes: tables that explain themselves, progress bars,
+notices, and result files written whole or not at all.
+
+* Tables (:func:`print_results`, :func:`print_sweep`) state the SLO rule, mark the best
+  scheduler per column (the clairvoyant oracle and the contention-free reference are shown but
+  never marked best) and end with one line saying who won; attainment is a percentage in every
+  table (JSON keeps the fraction ``slo_attainment`` in 0..1).
+* Progress bars name what they count (:func:`progress`); notices on stderr say when the first
+  run compiles the simulator's kernels and how big a large run is.
+* Result files (:func:`check_out_dir`, :func:`write_out_dir`, :func:`check_out_file`,
+  :func:`write_file`) are checked before the run starts and written under a temporary name
+  that is renamed into place, so an interrupted or failed run leaves no half-written result.
+
+Callers: :mod:`mfsched.cli` and :mod:`mfsched.dataplane.commands`; this module imports neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import UserError
+
+__all__ = ["NOT_RANKED", "check_out_dir", "check_out_file", "compile_notice", "config_doc",
+           "err_console", "pct", "print_results", "print_sweep", "progress", "size_notice",
+           "stdout_console", "ticker", "verdict", "write_file", "write_out_dir", "write_run"]
+
+err_console = Console(stderr=True)
+
+# shown in tables, never marked best: the oracle knows the future, the reference is no
+# scheduler (every flow as if alone on its path)
+NOT_RANKED = ("oracle", "no-contention")
+LARGE_RUN_REQUESTS = 20_000  # above this many simulated requests a run says how big it is
+
+
+def stdout_console() -> Console:
+    """Standard output; wide enough for the tables when it is not a terminal."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 132))
+
+
+def pct(fraction: float) -> str:
+    """Attainment as every table shows it."""
+    return "n/a" if fraction != fraction else f"{fraction:.1%}"
+
+
+# --- progress and notices ---------------------------------------------------------------------
+
+
+def progress(enabled: bool, unit: str) -> Progress:
+    """A progress display on stderr whose counter names its ``unit``."""
+    return Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn(unit), TimeElapsedColumn(), console=err_console,
+                    disable=not enabled, transient=False)
+
+
+def ticker(bar: Progress) -> Callable[[str, int, int], None]:
+    """A progress callback ``(name, done, total)`` with one bar per scheduler."""
+    tasks: dict[str, int] = {}
+
+    def tick(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.update(tasks[name], completed=min(done, total))
+
+    return tick
+
+
+def compile_notice() -> None:
+    """Say so when the next run compiles the simulator's kernels (numba, cached on disk)."""
+    import mfsched.sim.engine  # noqa: F401  (imports every kernel)
+    from mfsched._jit import kernels_cached
+
+    if not kernels_cached():
+        err_console.print("compiling the simulator's kernels (first run only, ~10 s)")
+
+
+def size_notice(requests: int, schedulers: int) -> None:
+    """Say how big a large run is, and that Ctrl-C stops it cleanly."""
+    if requests > LARGE_RUN_REQUESTS:
+        err_console.print(f"a large run: {requests:,} simulated requests x {schedulers} "
+                          f"scheduler{'s' if schedulers != 1 else ''} (the default run has "
+                          f"1,792 x 7); Ctrl-C stops it and writes nothing")
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+# (column, row key, format, better) of the results table; better: "max", "min" or None
+_COLUMNS: tuple[tuple[str, str, Callable[[float], str], str | None], ...] = (
+    ("SLO met", "slo_attainment", pct, "max"),
+    ("TTFT mean", "ttft_mean_s", lambda v: f"{1e3 * v:.1f}", "min"),
+    ("p50", "ttft_p50_s", lambda v: f"{1e3 * v:.1f}", "min"),
+    ("p99", "ttft_p99_s", lambda v: f"{1e3 * v:.1f}", "min"),
+    ("Stage-2 CCT", "stage2_cct_mean_s", lambda v: f"{1e3 * v:.2f}", "min"),
+    ("earliness", "p2d_earliness_mean", lambda v: f"{v:+.2f}", None),
+    ("pruned", "pruned_fraction", lambda v: f"{v:.1%}", None),
+    ("sim s", "simulated_time_s", lambda v: f"{v:.1f}", None),
+    ("wall s", "wall_time_s", lambda v: f"{v:.1f}", None),
+    ("events", "events", lambda v: f"{v:,}", None),
+)
+
+
+def _best(rows: Sequence[dict], key: str, better: str) -> float | None:
+    values = [r[key] for r in rows if r["scheduler"] not in NOT_RANKED and r[key] == r[key]]
+    if not values:
+        return None
+    return max(values) if better == "max" else min(values)
+
+
+def print_results(rows: Sequence[dict], console: Console | None = None) -> None:
+    """The per-scheduler table of ``simulate`` and ``testbed``: what the run assumed in the
+    title and caption, the best value per column marked ``*``, and who won below."""
+    if not rows:
+        return
+    first = rows[0]
+    title = (f"{first['scenario']} | {first['model']} {first['parallelism']} | "
+             f"{first['workload']} | {first['rate_per_gpu']:g} req/s per prefill GPU | "
+             f"{first['requests_evaluated']} requests | seed {first['seed']}")
+    ranked = [r["scheduler"] for r in rows if r["scheduler"] not in NOT_RANKED]
+    caption = [f"SLO: {first['slo_rule']}; 'SLO met' = share of the "
+               f"{first['requests_evaluated']} evaluated requests within it",
+               "times in ms; earliness = (P2D deadline - P2D end) / SLO"]
+    if len(ranked) > 1:
+        caption.append("* best in its column, where they differ" + (
+            " (the oracle knows the future: not ranked)" if "oracle" in
+            {r["scheduler"] for r in rows} else ""))
+    table = Table(title=title, caption="\n".join(caption))
+    table.add_column("scheduler", justify="left")
+    for name, *_ in _COLUMNS:
+        table.add_column(name, justify="right")
+    best = {key: _best(rows, key, better) for _, key, _, better in _COLUMNS if better}
+    spread = {key for key in best  # columns where the ranked schedulers differ at all
+              if len({r[key] for r in rows if r["scheduler"] not in NOT_RANKED}) > 1}
+    for r in rows:
+        cells = []
+        for _, key, fmt, _better in _COLUMNS:
+            mark = (key in spread and r["scheduler"] not in NOT_RANKED
+                    and r[key] == best[key])
+            cells.append(fmt(r[key]) + ("*" if mark else " "))
+        table.add_row(r["scheduler"], *cells)
+    out = console or stdout_console()
+    out.print(table)
+    line = verdict(rows)
+    if line:
+        out.print(line)
+
+
+def verdict(rows: Sequence[dict]) -> str:
+    """One line: the scheduler that met the most SLOs (ties broken by mean TTFT), and how MFS
+    fared against it."""
+    ranked = sorted((r for r in rows if r["scheduler"] not in NOT_RANKED),
+                    key=lambda r: (-r["slo_attainment"], r["ttft_mean_s"]))
+    if len(ranked) < 2:
+        return ""
+    top = ranked[0]
+    tied = [r for r in ranked if r["slo_attainment"] == top["slo_attainment"]]
+    if len(tied) == len(ranked):
+        line = (f"all {len(ranked)} schedulers meet {pct(top['slo_attainment'])} of the SLOs; "
+                f"{top['scheduler']} has the lowest mean TTFT ({1e3 * top['ttft_mean_s']:.1f} ms)")
+    elif len(tied) > 1:
+        line = (f"{', '.join(r['scheduler'] for r in tied)} tie on the most SLOs met "
+                f"({pct(top['slo_attainment'])}); {top['scheduler']} has the lowest mean TTFT "
+                f"({1e3 * top['ttft_mean_s']:.1f} ms)")
+    else:
+        second = ranked[1]
+        line = (f"{top['scheduler']} meets the most SLOs: {pct(top['slo_attainment'])}, "
+                f"{_points(top, second)} ahead of {second['scheduler']}")
+    mfs = next((r for r in ranked if r["scheduler"] == "mfs"), None)
+    if mfs is not None and mfs not in tied and not (len(tied) == 1 and mfs is ranked[1]):
+        line += f"; mfs: {pct(mfs['slo_attainment'])} ({_points(top, mfs)} behind)"
+    oracle = next((r for r in rows if r["scheduler"] == "oracle"), None)
+    if oracle is not None:
+        line += f"; oracle (clairvoyant): {pct(oracle['slo_attainment'])}"
+    return line + f" (one run, seed {rows[0]['seed']})"
+
+
+def _points(a: dict, b: dict) -> str:
+    return f"{100 * (a['slo_attainment'] - b['slo_attainment']):.1f} points"
+
+
+def print_sweep(rows: Sequence[dict], scenario: str, console: Console | None = None) -> None:
+    """``sweep``'s attainment tables, one per workload and bandwidth scale: percent, the best
+    scheduler per rate marked ``*``, seeds averaged (and said so)."""
+    from .experiments.sweep import attainment_table
+
+    out = console or stdout_console()
+    for (wl, bw), per_rate in attainment_table(rows).items():
+        cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
+        seeds = sorted({r.get("seed", 0) for r in rows
+                        if (r["workload"], r["bandwidth_scale"]) == (wl, bw)})
+        what = (f"seed {seeds[0]}" if len(seeds) == 1
+                else f"mean of seeds {', '.join(map(str, seeds))}")
+        slo = next((r.get("slo_rule") for r in rows if r["workload"] == wl), None)
+        table = Table(title=f"SLO attainment | {scenario} | {wl} | bandwidth x{bw:g} | {what}",
+                      caption=(f"SLO: {slo}; " if slo else "") + "* best per rate"
+                      + (" (oracle and no-contention not ranked)"
+                         if set(cols) & set(NOT_RANKED) else ""))
+        table.add_column("req/s/GPU", justify="right")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for rate, per in sorted(per_rate.items()):
+            ranked = [v for c, v in per.items() if c not in NOT_RANKED]
+            best = max(ranked) if ranked else None
+            table.add_row(f"{rate:g}", *(
+                pct(per[c]) + ("*" if c not in NOT_RANKED and per[c] == best
+                               and len(ranked) > 1 else " ") if c in per else "-"
+                for c in cols))
+        out.print(table)
+
+
+# --- result files ------------------------------------------------------------------------------
+
+
+def check_out_dir(out: Path | None) -> None:
+    """Before any work: ``out`` can be created (or replaced) and written. An existing
+    directory is replaced only if it is empty or holds an earlier result (config.json)."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError("exists and is not a directory", where=str(out))
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise UserError("exists and holds files that are not an earlier mfsched result; "
+                        "name a new or empty directory", where=str(out))
+    _probe(_partial(out), out, directory=True)
+
+
+def check_out_file(out: Path | None) -> None:
+    """Before any work: the file ``out`` can be written (replacing a file, not a directory)."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise UserError("is a directory; name a file to write", where=str(out))
+    _probe(_partial(out), out, directory=False)
+
+
+def _partial(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def _probe(tmp: Path, out: Path, directory: bool) -> None:
+    """Create and remove ``tmp`` (and any missing parent directories) beside ``out``."""
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp.mkdir()
+            tmp.rmdir()
+        else:
+            tmp.write_bytes(b"")
+            tmp.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write here ({e.strerror or e})", where=str(out)) from None
+
+
+def write_file(out: Path, text: str) -> None:
+    """Write ``text`` to ``out`` under a temporary name, then rename it into place."""
+    tmp = _partial(out)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_out_dir(out: Path, fill: Callable[[Path], None]) -> None:
+    """Let ``fill`` write a result directory under a temporary name, then rename it into place
+    (replacing an earlier result). An interrupt or error leaves ``out`` as it was."""
+    tmp = _partial(out)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+        if out.exists():
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def config_doc(prepared, schedulers: Sequence[str]) -> dict:
+    """config.json: the config as given, every value resolved from it, and what made it."""
+    from .experiments.runner import resolved
+    from .provenance import provenance
+
+    doc = prepared.config.to_dict()
+    doc["resolved"] = resolved(prepared, schedulers)
+    doc["provenance"] = {**provenance(), "argv": sys.argv[1:]}
+    return doc
+
+
+def write_run(d: Path, config: dict, results: Sequence, rows: Sequence[dict]) -> None:
+    """One run's files in ``d``: config.json, summary.json and per scheduler the records
+    (requests, collectives, batches and, if recorded, flows) as Parquet."""
+    import pyarrow.parquet as pq
+
+    from .records import FLOW_COLUMNS, BatchRecord, CollectiveRecord, RequestRecord, to_table
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (d / "summary.json").write_text(json.dumps(list(rows), indent=2) + "\n")
+    for res in results:
+        sd = d / res.scheduler
+        sd.mkdir(exist_ok=True)
+        rec = res.records
+        pq.write_table(to_table(rec.requests, RequestRecord), sd / "requests.parquet")
+        pq.write_table(to_table(rec.collectives, CollectiveRecord), sd / "collectives.parquet")
+        pq.write_table(to_table(rec.batches, BatchRecord), sd / "batches.parquet")
+        if rec.flows is not None:
+            pq.write_table(to_table(rec.flows, columns=FLOW_COLUMNS), sd / "flows.parquet")
