@@ -16,6 +16,7 @@ Callers: :mod:`mfsched.cli` and :mod:`mfsched.dataplane.commands`; this module i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -246,9 +247,14 @@ def _partial(out: Path) -> Path:
 
 
 def _probe(tmp: Path, out: Path, directory: bool) -> None:
-    """Create and remove ``tmp`` (and any missing parent directories) beside ``out``."""
+    """Create and remove ``tmp`` beside ``out``, and any missing parent directories, so that
+    the run fails now rather than after it is done; nothing stays behind."""
+    made: list[Path] = []
     try:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        missing = [d for d in (tmp.parent, *tmp.parent.parents) if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
         if directory:
             tmp.mkdir()
             tmp.rmdir()
@@ -257,12 +263,17 @@ def _probe(tmp: Path, out: Path, directory: bool) -> None:
             tmp.unlink()
     except OSError as e:
         raise UserError(f"cannot write here ({e.strerror or e})", where=str(out)) from None
+    finally:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def write_file(out: Path, text: str) -> None:
     """Write ``text`` to ``out`` under a temporary name, then rename it into place."""
     tmp = _partial(out)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         os.replace(tmp, out)
     except BaseException:

@@ -223,10 +223,18 @@ def _write_dataplane(out: Path, runs, emu) -> None:
     (out / "dataplane.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
-@net_app.command("clean")
-def net_clean(prefix: Annotated[str, typer.Option(
-        help="Namespace name prefix (must start with 'mfs-').")] = "mfs-") -> None:
-    """Delete leftover emulated networks: every namespace whose name starts with the prefix, after stopping the processes still running inside it."""  # noqa: E501
+@net_app.command("clean", cls=Command)
+def net_clean(
+    prefix: Annotated[str, typer.Option(
+        help="Namespace name prefix (must start with 'mfs-').")] = "mfs-",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also remove namespaces of runs that are still alive, and namespaces "
+                        "with no recorded owner.")] = False,
+) -> None:
+    """Delete the emulated networks that killed runs left behind: the namespaces whose owning run is gone, after stopping the processes still inside them.
+
+    A live run's namespaces, and namespaces with no recorded owner, are kept and listed; --force removes them too.
+    """  # noqa: E501
     import os
 
     from .netns import clean
@@ -234,13 +242,15 @@ def net_clean(prefix: Annotated[str, typer.Option(
     if os.geteuid() != 0:
         raise UserError("needs root")
     try:
-        result = clean(prefix)
+        result = clean(prefix, force=force)
     except ValueError as e:
         raise UserError(str(e)) from None
-    for ns, pids in result.items():
+    for ns, pids in result.deleted.items():
         typer.echo(f"deleted {ns}" + (f" (stopped pids {', '.join(map(str, pids))})"
                                       if pids else ""))
-    if not result:
+    for ns, why in result.kept.items():
+        typer.echo(f"kept {ns}: {why} (--force removes it)")
+    if not result.deleted and not result.kept:
         typer.echo("nothing to clean")
 
 
