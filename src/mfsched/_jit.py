@@ -35,13 +35,14 @@ except ImportError:  # pragma: no cover - exercised with MFSCHED_NO_JIT=1
 
 
 def kernels_cached() -> bool:
-    """Whether every kernel imported so far has a fresh compiled copy in numba's on-disk cache,
-    so that its first call loads instead of compiling (several seconds). Reads numba's cache
-    index through its private API; should that move, the answer is True (say nothing) rather
-    than an error."""
+    """Whether numba's on-disk cache holds a fresh compiled copy of any kernel imported so far:
+    False on a first run (or after the sources changed), when the first calls compile for
+    several seconds. (Some kernels serve only some runs, e.g. the contention-free reference,
+    so a cache is never complete.) Reads numba's cache index through its private API; should
+    that move, the answer is True (say nothing) rather than an error."""
     if not JIT_ENABLED:
         return True
     try:
-        return all(k._cache._cache_file._load_index() for k in _KERNELS)
+        return any(k._cache._cache_file._load_index() for k in _KERNELS)
     except Exception:  # numba internals changed: no notice, no failure
         return True

@@ -126,14 +126,14 @@ def print_results(rows: Sequence[dict], console: Console | None = None) -> None:
              f"{first['workload']} | {first['rate_per_gpu']:g} req/s per prefill GPU | "
              f"{first['requests_evaluated']} requests | seed {first['seed']}")
     ranked = [r["scheduler"] for r in rows if r["scheduler"] not in NOT_RANKED]
-    caption = [f"SLO: {first['slo_rule']}; 'SLO met' = share of the "
-               f"{first['requests_evaluated']} evaluated requests within it",
-               "times in ms; earliness = (P2D deadline - P2D end) / SLO"]
+    notes = [f"SLO: {first['slo_rule']}; 'SLO met' = share of the "
+             f"{first['requests_evaluated']} evaluated requests within it",
+             "times in ms; earliness = (P2D deadline - P2D end) / SLO"]
     if len(ranked) > 1:
-        caption.append("* best in its column, where they differ" + (
+        notes.append("* best in its column, where they differ" + (
             " (the oracle knows the future: not ranked)" if "oracle" in
             {r["scheduler"] for r in rows} else ""))
-    table = Table(title=title, caption="\n".join(caption))
+    table = Table()
     table.add_column("scheduler", justify="left")
     for name, *_ in _COLUMNS:
         table.add_column(name, justify="right")
@@ -148,10 +148,11 @@ def print_results(rows: Sequence[dict], console: Console | None = None) -> None:
             cells.append(fmt(r[key]) + ("*" if mark else " "))
         table.add_row(r["scheduler"], *cells)
     out = console or stdout_console()
-    out.print(table)
-    line = verdict(rows)
-    if line:
-        out.print(line)
+    out.print(title, style="italic", soft_wrap=True)  # lines of their own: a table's title
+    out.print(table)  # and caption would wrap at its width
+    for line in [*notes, verdict(rows)]:
+        if line:
+            out.print(line, soft_wrap=True)
 
 
 def verdict(rows: Sequence[dict]) -> str:
@@ -200,10 +201,10 @@ def print_sweep(rows: Sequence[dict], scenario: str, console: Console | None = N
         what = (f"seed {seeds[0]}" if len(seeds) == 1
                 else f"mean of seeds {', '.join(map(str, seeds))}")
         slo = next((r.get("slo_rule") for r in rows if r["workload"] == wl), None)
-        table = Table(title=f"SLO attainment | {scenario} | {wl} | bandwidth x{bw:g} | {what}",
-                      caption=(f"SLO: {slo}; " if slo else "") + "* best per rate"
-                      + (" (oracle and no-contention not ranked)"
-                         if set(cols) & set(NOT_RANKED) else ""))
+        # title and notes as lines of their own: a narrow table would wrap them
+        out.print(f"SLO attainment | {scenario} | {wl} | bandwidth x{bw:g} | {what}",
+                  style="italic", soft_wrap=True)
+        table = Table()
         table.add_column("req/s/GPU", justify="right")
         for c in cols:
             table.add_column(c, justify="right")
@@ -212,9 +213,14 @@ def print_sweep(rows: Sequence[dict], scenario: str, console: Console | None = N
             best = max(ranked) if ranked else None
             table.add_row(f"{rate:g}", *(
                 pct(per[c]) + ("*" if c not in NOT_RANKED and per[c] == best
-                               and len(ranked) > 1 else " ") if c in per else "-"
+                               and len(set(ranked)) > 1 else " ") if c in per else "-"
                 for c in cols))
         out.print(table)
+        if slo:
+            out.print(f"SLO: {slo}", soft_wrap=True)
+        out.print("* best per rate, where they differ" + (
+            f" ({', '.join(c for c in cols if c in NOT_RANKED)} not ranked)"
+            if set(cols) & set(NOT_RANKED) else ""), soft_wrap=True)
 
 
 # --- result files ------------------------------------------------------------------------------

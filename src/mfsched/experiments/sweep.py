@@ -77,8 +77,10 @@ def run_sweep(spec: SweepSpec, jobs: int = 1,
 
 
 def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C is for the parent, which terminates the pool."""
+    """In a worker: Ctrl-C is for the parent, which terminates the pool; termination is
+    silent (a forked worker inherits the CLI's SIGTERM handler otherwise)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, float]]]:
