@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -74,6 +75,8 @@ def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
     emu = emu_options.config()
     names = scheduler_names(scheduler)
     check_policy_options(cfg, names)
+    if os.geteuid() != 0:  # before any work (compare would simulate first)
+        raise UserError("the emulated testbed needs root (network namespaces and tc)")
     return cfg, emu, names, prepare(cfg)
 
 
@@ -235,8 +238,6 @@ def net_clean(
 
     A live run's namespaces, and namespaces with no recorded owner, are kept and listed; --force removes them too.
     """  # noqa: E501
-    import os
-
     from .netns import clean
 
     if os.geteuid() != 0:
