@@ -49,6 +49,8 @@ net_app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                       help="The emulated network (namespaces, veth, HTB queues).")
 
 DEFAULT_SCHEDULERS = "fs,mfs"
+# scenario options the emulation cannot follow: its NICs are the testbed's (scaled by --scale)
+_NOT_EMULATED = ("nic_gbps",)
 _PROGRESS_UNIT = "requests (warm-up + evaluated)"
 
 Out = Annotated[Path | None, typer.Option(help="Write records (Parquet), config and summary "
@@ -68,9 +70,6 @@ def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
     if sc.scenario.lower() != "testbed":
         raise UserError("the emulated testbed runs the 'testbed' scenario only",
                         where="--scenario")
-    if sc.nic_gbps is not None:
-        raise UserError("the emulated testbed has the testbed's NICs (100 Gb/s, scaled by "
-                        "--scale); --nic-gbps is for 'mfsched simulate'", where="--nic-gbps")
     cfg = sc.config()
     emu = emu_options.config()
     names = scheduler_names(scheduler)
@@ -80,7 +79,7 @@ def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
     return cfg, emu, names, prepare(cfg)
 
 
-@with_groups(requests=32, warmup=8)
+@with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
 def testbed(sc: ScenarioOptions, emu: EmulationOptions,
             scheduler: TestbedScheduler = DEFAULT_SCHEDULERS, out: Out = None,
             as_json: AsJson = False) -> None:
@@ -110,7 +109,7 @@ def testbed(sc: ScenarioOptions, emu: EmulationOptions,
         print_results(rows)
 
 
-@with_groups(requests=32, warmup=8)
+@with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
 def compare(sc: ScenarioOptions, emu: EmulationOptions,
             scheduler: TestbedScheduler = DEFAULT_SCHEDULERS, out: Out = None,
             as_json: AsJson = False) -> None:
