@@ -48,7 +48,8 @@ def test_only_the_entry_point_imports_the_cli():
     assert importers == ["__main__.py"]
 
 
-@pytest.mark.parametrize("module", ["cli_options.py", "cli_output.py", "dataplane/commands.py"])
+@pytest.mark.parametrize("module", ["cli_options.py", "cli_output.py", "cli_files.py",
+                                    "dataplane/commands.py"])
 def test_shared_command_modules_do_not_import_the_commands(module):
     imported = _imports(SRC / module)
     assert "mfsched.cli" not in imported and "mfsched.dataplane.commands" not in imported

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mfsched.cli_output import write_file, write_out_dir
+from mfsched.cli_files import write_file, write_out_dir
 
 STOP_WITHIN_S = 1.0
 

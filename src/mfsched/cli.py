@@ -1,9 +1,9 @@
 """The ``mfsched`` command line: parse -> config -> runner -> print/write. Nothing else.
 
-Options are declared once in :mod:`mfsched.cli_options`, tables and files are made by
-:mod:`mfsched.cli_output`; the data-plane commands (``testbed``, ``compare``, ``net``) live in
-:mod:`mfsched.dataplane.commands` and are added by :func:`main`. Neither of those modules
-imports this one.
+Options are declared once in :mod:`mfsched.cli_options`, tables are printed by
+:mod:`mfsched.cli_output` and result files written by :mod:`mfsched.cli_files`; the data-plane
+commands (``testbed``, ``compare``, ``net``) live in :mod:`mfsched.dataplane.commands` and are
+added by :func:`main`. None of those modules imports this one.
 
 :func:`main` is the one place that turns outcomes into exit codes, each with at most one line
 on stderr: 0 success; 2 bad input (:class:`~mfsched.errors.UserError` and usage errors,
@@ -23,6 +23,14 @@ from typing import Annotated
 
 import typer
 
+from .cli_files import (
+    check_out_dir,
+    check_out_file,
+    config_doc,
+    write_file,
+    write_out_dir,
+    write_run,
+)
 from .cli_options import (
     AsJson,
     Command,
@@ -34,10 +42,7 @@ from .cli_options import (
     with_groups,
 )
 from .cli_output import (
-    check_out_dir,
-    check_out_file,
     compile_notice,
-    config_doc,
     err_console,
     pct,
     print_results,
@@ -46,11 +51,9 @@ from .cli_output import (
     size_notice,
     stdout_console,
     ticker,
-    write_file,
-    write_out_dir,
-    write_run,
 )
 from .errors import SimulationStuck, UserError
+from .validate import integer
 
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   help="MFS: multi-stage flow scheduling for disaggregated LLM serving.")
@@ -78,7 +81,7 @@ def _show_progress(as_json: bool) -> bool:
     return not as_json or err_console.is_terminal
 
 
-def dropped_notice(prepared) -> None:
+def _dropped_notice(prepared) -> None:
     """Say how many trace requests ``--over-context drop`` left out."""
     lines = prepared.dropped_lines
     if lines:
@@ -110,7 +113,7 @@ def simulate(
     check_policy_options(cfg, names)
     size_notice(cfg.warmup + cfg.requests + cfg.tail_requests, len(names))
     prepared = prepare(cfg)
-    dropped_notice(prepared)
+    _dropped_notice(prepared)
     compile_notice()
     with progress(_show_progress(as_json), _PROGRESS_UNIT) as bar:
         results = run(prepared, names, record_flows=out is not None, progress=ticker(bar))
@@ -185,8 +188,6 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     check_out_file(out)
-    from .validate import integer
-
     integer("--jobs", jobs, 1, _MAX_JOBS)
     names = tuple(scheduler_names(scheduler))
     base = sc.config()

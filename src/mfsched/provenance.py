@@ -1,9 +1,9 @@
 """Which mfsched produced a result: its version and, when known, its git commit.
 
-Called by ``mfsched --version`` and by the writers of ``config.json`` (:mod:`mfsched.cli_output`),
-so that every result directory says what code made it. The commit is known when the package
-is imported from a git checkout (an editable install, the tests); an installed wheel has none
-and says so (``null``) rather than guessing.
+Called by ``mfsched --version`` and by the writer of ``config.json``
+(:mod:`mfsched.cli_files`), so that every result directory says what code made it. The commit
+is known when the package is imported from a git checkout (an editable install, the tests); an
+installed wheel has none and says so (``null``) rather than guessing.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ dispatching, so ``mfsched testbed``, ``mfsched compare`` and ``mfsched net clean
 simulator's error handling and output. Their options are the simulator's scenario options
 (:class:`mfsched.cli_options.ScenarioOptions`, ``--policy-option`` included) plus the emulation
 knobs (:class:`mfsched.cli_options.EmulationOptions`); the printed table, ``--json`` and
-``--out`` are the simulator's (:mod:`mfsched.cli_output`, same keys). This module imports
+``--out`` are the simulator's (:mod:`mfsched.cli_output`, :mod:`mfsched.cli_files`, same
+keys). This module imports
 nothing from :mod:`mfsched.cli`.
 
 Heavy imports happen inside the commands, so registering costs nothing at start-up.
@@ -21,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from ..cli_files import check_out_dir, config_doc, write_out_dir, write_run
 from ..cli_options import (
     AsJson,
     Command,
@@ -29,18 +31,7 @@ from ..cli_options import (
     ScenarioOptions,
     with_groups,
 )
-from ..cli_output import (
-    check_out_dir,
-    config_doc,
-    err_console,
-    pct,
-    print_results,
-    progress,
-    stdout_console,
-    ticker,
-    write_out_dir,
-    write_run,
-)
+from ..cli_output import err_console, pct, print_results, progress, stdout_console, ticker
 from ..errors import UserError
 
 __all__ = ["compare", "net_app", "net_clean", "register", "testbed"]
