@@ -200,12 +200,12 @@ def sweep(
                      floats(bandwidth_scale, "--bandwidth-scale"), ints(seeds, "--seeds"),
                      names, reference)
     configs = spec.configs()  # every value checked (SimConfig)
+    size_notice(len(configs) * (base.warmup + base.requests + base.tail_requests), len(names))
     # the inputs each configuration reads, at the extremes the checks depend on: the lowest
     # rate (arrival span) and the highest (session history)
     for wl in workloads:
         for r in {min(spec.rates), max(spec.rates)}:
             prepare(replace(next(c for c in configs if c.workload == wl), rate_per_gpu=r))
-    size_notice(len(configs) * (base.warmup + base.requests + base.tail_requests), len(names))
     compile_notice()
     with progress(_show_progress(as_json), "configurations") as bar:
         task = bar.add_task("sweep", total=len(configs))
