@@ -2,15 +2,19 @@
 under every requested scheduler (the same requests for all of them).
 
 Called by ``mfsched sweep``. Each combination is one job; ``jobs > 1`` runs combinations in
-parallel processes (one machine; Ray would be the tool beyond one). A job can add the
-*contention-free reference* (:func:`mfsched.experiments.runner.run_contention_free`).
+parallel processes (one machine; Ray would be the tool beyond one). The workers ignore Ctrl-C
+and are terminated when the sweep is interrupted, so that it stops at once (a process pool that
+lets its jobs finish would take minutes, and each worker would print its own traceback). A job
+can add the *contention-free reference*
+(:func:`mfsched.experiments.runner.run_contention_free`).
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from .config import SimConfig
@@ -62,12 +66,21 @@ def run_sweep(spec: SweepSpec, jobs: int = 1,
             if on_job:
                 on_job(i + 1, len(work))
         return rows
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for i, part in enumerate(pool.map(_run_job, work)):
+    # leaving the block terminates the workers: at once on an interrupt or error
+    with multiprocessing.get_context().Pool(min(jobs, len(work)),
+                                            initializer=_ignore_interrupts) as pool:
+        for i, part in enumerate(pool.imap(_run_job, work)):
             rows.extend(part)
             if on_job:
                 on_job(i + 1, len(work))
     return rows
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C is for the parent, which terminates the pool; termination is
+    silent (a forked worker inherits the CLI's SIGTERM handler otherwise)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, float]]]:
@@ -82,8 +95,10 @@ def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, 
 
 
 def markdown_tables(rows: Sequence[dict]) -> str:
-    """The attainment tables as Markdown (one per workload and bandwidth scale), with the
-    best real scheduler in bold and MFS's ratio to the best and the worst baseline."""
+    """The attainment tables as Markdown (one per workload and bandwidth scale), in percent
+    like every table of the CLI, with the best real scheduler in bold (the oracle and the
+    contention-free reference are never marked) and MFS's ratio to the best and the worst
+    baseline."""
     out = []
     for (wl, bw), per_rate in attainment_table(rows).items():
         cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
@@ -97,10 +112,10 @@ def markdown_tables(rows: Sequence[dict]) -> str:
                    "mfs / worst baseline |")
         out.append("|---:|" + "---:|" * (len(cols) + 2))
         for rate, per in sorted(per_rate.items()):
-            real = {c: v for c, v in per.items() if c != CONTENTION_FREE}
-            best = max(real.values())
-            cells = [f"**{per[c]:.3f}**" if c in real and per[c] == best else f"{per[c]:.3f}"
-                     for c in cols]
+            real = {c: v for c, v in per.items() if c not in ("oracle", CONTENTION_FREE)}
+            best = max(real.values(), default=None)
+            cells = [f"**{per[c]:.1%}**" if c in real and per[c] == best else
+                     f"{per[c]:.1%}" if c in per else "-" for c in cols]
             ratios = [_ratio(per.get("mfs"), f([per[c] for c in baselines]))
                       for f in (max, min)] if "mfs" in per and baselines else ["", ""]
             out.append(f"| {rate:g} | " + " | ".join(cells) + f" | {ratios[0]} | {ratios[1]} |")

@@ -8,6 +8,7 @@ what it was told plus the :class:`~mfsched.policy.types.ProgressView`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -110,6 +111,8 @@ def parse_options(config_cls: type[PolicyConfig], num_levels: int,
         except ValueError:
             raise UserError(f"option {key}: cannot read {text!r} as "
                             f"{type(current).__name__}") from None
+        if isinstance(changes[name], float) and not math.isfinite(changes[name]):
+            raise UserError(f"option {key}: must be a finite number, got {text!r}")
     try:
         return replace(config, **changes)
     except ValueError as e:
