@@ -9,7 +9,10 @@ from mfsched.workload.requests import ideal_reuse_ratio
 from mfsched.workload.synthetic import _BlockInterner, generate
 
 
-@pytest.mark.parametrize("name,mean_tokens,reuse", [("conv", 2000, 0.50), ("agent", 1000, 0.65)])
+@pytest.mark.parametrize("name,mean_tokens,reuse", [
+    ("conv", 2000, 0.50), ("agent", 1000, 0.65),
+    # the paper's Mooncake statistics for Llama-3-8B with SP (§6.1)
+    ("mooncake-conv", 15000, 0.40), ("mooncake-agent", 9000, 0.65)])
 def test_presets_match_targets(name, mean_tokens, reuse):
     means, reuses = [], []
     for seed in range(4):
@@ -41,3 +44,10 @@ def test_block_interner_prefix_semantics():
     z = it.hashes([(3, 16), (1, 16)], 16)  # same content in block 2, different parent
     assert len(x) == 3 and x[:2] == y[:2] and x[2] != y[2]
     assert z[1] != x[1]
+
+
+@pytest.mark.parametrize("name", ["mooncake-conv", "mooncake-agent"])
+def test_mooncake_presets_use_mooncake_blocks(name):
+    reqs = generate(name, 50, np.random.default_rng(0))
+    assert {r.block_tokens for r in reqs} == {512}
+    assert all(len(r.block_hashes) == -(-r.input_tokens // 512) for r in reqs)
