@@ -334,9 +334,11 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def main() -> None:
+    from .cli_experiments import register as register_experiments
     from .dataplane.commands import register
 
     register(app)
+    register_experiments(app)
     try:
         app(standalone_mode=False)
     except UserError as e:

@@ -1,27 +1,23 @@
 """Parameter sweeps: every combination of workloads, rates, bandwidth scales and seeds, each run
 under every requested scheduler (the same requests for all of them).
 
-Called by ``mfsched sweep``. Each combination is one job; ``jobs > 1`` runs combinations in
-parallel processes (one machine; Ray would be the tool beyond one). A job can add the
-*contention-free reference*: fair sharing on a network where every flow runs as if alone on
-its path. It is not a scheduler and not a strict bound (batching reacts to faster batches),
-but it shows how much of the TTFT the network contention costs at all.
+Called by ``mfsched sweep``. Each combination is one :class:`~mfsched.experiments.points.Point`
+(optionally with the contention-free reference), run by the executors of
+:mod:`mfsched.experiments.executors`, the same mechanism as ``mfsched reproduce``: local processes
+(``jobs``) or Ray.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from ..sim.serving import Serving
 from .config import SimConfig
-from .runner import RunResult, prepare, run
+from .executors import execute
+from .points import CONTENTION_FREE, Point, run_point
 
 __all__ = ["CONTENTION_FREE", "SweepSpec", "attainment_table", "markdown_tables", "run_sweep"]
-
-CONTENTION_FREE = "no-contention"
 
 
 @dataclass(frozen=True)
@@ -39,47 +35,28 @@ class SweepSpec:
                 for w, b, r, s in itertools.product(self.workloads, self.bandwidth_scales,
                                                     self.rates, self.seeds)]
 
-
-def _run_job(args: tuple[SimConfig, tuple[str, ...], bool]) -> list[dict]:
-    cfg, schedulers, reference = args
-    prepared = prepare(cfg)
-    rows = [_row(r) for r in run(prepared, schedulers)]
-    if reference:
-        cluster = replace(prepared.cluster,
-                          serving=replace(prepared.cluster.serving, contention_free=True))
-        from ..metrics import summarize
-        from ..policy import make_policy
-
-        sim = Serving(cluster, make_policy("fs", cfg.num_levels), prepared.requests,
-                      prepared.slo_fn, warmup=prepared.warmup, evaluated=prepared.evaluated)
-        records, stats = sim.run()
-        rows.append(_row(RunResult(CONTENTION_FREE, cfg, summarize(records), stats, records)))
-    return rows
-
-
-def _row(result: RunResult) -> dict:
-    row = result.to_json()
-    row["bandwidth_scale"] = result.config.bandwidth_scale
-    return row
+    def points(self) -> list[Point]:
+        return [Point(str(i), cfg, self.schedulers, self.contention_free_reference)
+                for i, cfg in enumerate(self.configs())]
 
 
 def run_sweep(spec: SweepSpec, jobs: int = 1,
-              on_job: Callable[[int, int], None] | None = None) -> list[dict]:
+              on_job: Callable[[int, int], None] | None = None, *,
+              executor: str = "process", address: str | None = None) -> list[dict]:
     """All rows (one per configuration and scheduler), in configuration order."""
-    work = [(cfg, spec.schedulers, spec.contention_free_reference) for cfg in spec.configs()]
-    rows: list[dict] = []
-    if jobs <= 1:
-        for i, item in enumerate(work):
-            rows.extend(_run_job(item))
-            if on_job:
-                on_job(i + 1, len(work))
-        return rows
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for i, part in enumerate(pool.map(_run_job, work)):
-            rows.extend(part)
-            if on_job:
-                on_job(i + 1, len(work))
-    return rows
+    points = spec.points()
+    parts: list[tuple[dict, ...]] = [()] * len(points)
+    done = 0
+
+    def keep(i: int, result) -> None:
+        nonlocal done
+        parts[i] = result.rows
+        done += 1
+        if on_job:
+            on_job(done, len(points))
+
+    execute(run_point, points, executor=executor, jobs=jobs, address=address, on_result=keep)
+    return [row for part in parts for row in part]
 
 
 def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, float]]]:
