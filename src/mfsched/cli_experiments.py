@@ -90,6 +90,8 @@ def reproduce(
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
     EXECUTORS.get(executor)
+    if ray_address is not None and executor != "ray":
+        raise UserError("--ray-address needs --executor ray")
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")

@@ -71,6 +71,8 @@ CLAIM_COLUMNS = ("slo_attainment", "ttft_mean_s", "ttft_p50_s", "ttft_p99_s",
 # SimConfig fields the grid sets per point; [config] may not set them
 _GRID_FIELDS = {"scenario", "model", "workload", "rate_per_gpu", "seed", "warmup", "requests"}
 _PACKAGE_DIR = "paper"
+# SimConfig's error messages name command-line flags; the fields they stand for
+_FLAG_FIELDS = {"slo": "slo_s", "levels": "num_levels", "rate": "rate_per_gpu"}
 
 
 @dataclass(frozen=True)
@@ -403,8 +405,10 @@ def _sim_config(r: _Reader, base: SimConfig | None) -> SimConfig:
     try:
         cfg = replace(start, **values)
     except UserError as e:  # SimConfig's checks speak of command-line flags: name the key
-        raise sub.fail(next(iter(values), "config"), re.sub(r"^--[\w-]+ ", "", e.reason)) \
-            from None
+        flag = re.match(r"^--([\w-]+) ", e.reason)
+        key = _FLAG_FIELDS.get(flag.group(1), flag.group(1).replace("-", "_")) if flag else ""
+        raise sub.fail(key if key in values else next(iter(values), "config"),
+                       e.reason[flag.end():] if flag else e.reason) from None
     for name in cfg.policy_options:  # malformed entries fail here, unknown keys at run time
         cfg.options_for(name.partition(".")[0])
     return cfg
