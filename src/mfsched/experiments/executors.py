@@ -14,14 +14,18 @@ streams results to disk there, so whatever finished is kept if the run is interr
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
 
 The first failing item stops the run: pending items are cancelled and the exception propagates
-(results handed to ``on_result`` before that are kept). ``EXECUTORS`` is the registry; a new
-backend is one function with :data:`ExecuteFn`'s signature and one ``EXECUTORS.add`` line.
+(results handed to ``on_result`` before that are kept). Ctrl-C at a terminal reaches the pool's
+workers too; they end silently and the driver's ``KeyboardInterrupt`` propagates.
+
+``EXECUTORS`` is the registry; a new backend is one function with :data:`ExecuteFn`'s signature
+and one ``EXECUTORS.add`` line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
@@ -65,7 +69,7 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         for i, item in enumerate(items):
             on_result(i, fn(item))
         return
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)))
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_quiet_interrupt)
     try:
         pending: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
         while pending:
@@ -78,6 +82,12 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _quiet_interrupt() -> None:
+    """In a pool worker: end at once on Ctrl-C (which a terminal sends to the whole process
+    group), without the traceback a worker would otherwise print; the driver reports it."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 def _ray(fn, items, jobs, address, on_result) -> None:
