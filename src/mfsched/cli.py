@@ -244,8 +244,13 @@ def sweep(
     reference: Annotated[bool, typer.Option(
         help="Add the contention-free reference (fair sharing, every flow alone on its "
              "path).")] = True,
-    jobs: Annotated[int, typer.Option(help="Parallel processes (one configuration "
-                                           "each).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Configurations run at once (worker processes, "
+                                           "or the CPUs of a local Ray instance).")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="Where configurations run: 'process' or 'ray' (the ray extra), as for "
+             "'mfsched reproduce'.")] = "process",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Join this Ray cluster instead of starting a local instance.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
         = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON rows.")] = False,
@@ -266,6 +271,11 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     names = tuple(scheduler_names(scheduler))
+    from .experiments.executors import EXECUTORS
+
+    EXECUTORS.get(executor)
+    if ray_address is not None and executor != "ray":
+        raise UserError("--ray-address needs --executor ray")
     rates = _floats(rate, "--rate")
     if min(rates) <= 0:
         raise UserError("--rate values must be positive")
@@ -281,7 +291,8 @@ def sweep(
         prepare(replace(cfg, requests=1, warmup=0, tail=0))  # fail fast on bad input
     with _progress(enabled=not as_json or err_console.is_terminal) as bar:
         task = bar.add_task("sweep", total=len(spec.configs()))
-        rows = run_sweep(spec, jobs, lambda done, total: bar.update(task, completed=done))
+        rows = run_sweep(spec, jobs, lambda done, total: bar.update(task, completed=done),
+                         executor=executor, address=ray_address)
     if out is not None:
         out.write_text(json.dumps(rows, indent=2) + "\n")
     if as_json:
