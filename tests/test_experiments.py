@@ -73,8 +73,10 @@ def tiny(tmp_path: Path, requests: int = 16) -> Path:
 
 
 def comparable(table) -> pd.DataFrame:
-    """A results table without what legitimately differs between two runs."""
-    return table.to_pandas().drop(columns=["wall_time_s"], errors="ignore")
+    """A results table without what legitimately differs between two runs: the wall time, and
+    the work tree's state (a commit made while the tests run)."""
+    return table.to_pandas().drop(columns=["wall_time_s", "git_commit", "git_dirty"],
+                                  errors="ignore")
 
 
 # ------------------------------------------------------------------ experiment files

@@ -351,7 +351,12 @@ def main() -> None:
     register(app)
     register_experiments(app)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # typer returns (not raises) the code of an Exit here, and turns Ctrl-C into Exit(130)
+        if isinstance(code, int) and code:
+            if code == 130:
+                _fail("interrupted", 130)
+            sys.exit(code)
     except UserError as e:
         _fail(str(e))
     except typer.Exit as e:

@@ -106,8 +106,10 @@ def reproduce(
                    disable=not _err.is_terminal)
     state: dict[str, int] = {"done": 0, "total": 0}
 
-    def on_start(total: int, already: int) -> None:
+    def on_start(total: int, already: int, warnings: tuple[str, ...]) -> None:
         state.update(done=already, total=total)
+        for w in warnings:
+            _err.print(f"warning: {w}", highlight=False, soft_wrap=True)
         _err.print(f"{exp.name} ({grid} grid): {total} points x {len(exp.schedulers)} "
                    f"schedulers{' + reference' if exp.reference else ''}, {already} already "
                    f"done; executor {executor}, {jobs} at once; results in {out_dir}",

@@ -29,6 +29,7 @@ class Outcome:
     points_total: int
     points_run: int
     points_reused: int  # finished by an earlier, interrupted run (--resume)
+    warnings: tuple[str, ...] = ()
 
 
 def default_out_dir(exp: Experiment, quick: bool) -> Path:
@@ -37,11 +38,11 @@ def default_out_dir(exp: Experiment, quick: bool) -> Path:
 
 def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "process",
               jobs: int = 1, address: str | None = None, resume: bool = False,
-              on_start: Callable[[int, int], None] | None = None,
+              on_start: Callable[[int, int, tuple[str, ...]], None] | None = None,
               on_point: Callable[[str], None] | None = None) -> Outcome:
     """Run every missing point of the grid and write the experiment's table.
 
-    ``on_start(total, already_done)`` is called once before the first point runs,
+    ``on_start(total, already_done, warnings)`` is called once before the first point runs,
     ``on_point(key)`` after each point is on disk.
     """
     points = exp.points(quick)
@@ -51,7 +52,7 @@ def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "p
     done = store.open(exp, quick, resume, prov)
     todo = [p for p in points if p.key not in done]
     if on_start:
-        on_start(len(points), len(points) - len(todo))
+        on_start(len(points), len(points) - len(todo), tuple(store.warnings))
 
     def keep(i: int, result: PointResult) -> None:
         store.write_point(exp, quick, todo[i], result, prov)
@@ -60,7 +61,8 @@ def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "p
 
     execute(run_point, todo, executor=executor, jobs=jobs, address=address, on_result=keep)
     results = store.combine(points)
-    return Outcome(Path(out_dir), results, len(points), len(todo), len(points) - len(todo))
+    return Outcome(Path(out_dir), results, len(points), len(todo), len(points) - len(todo),
+                   tuple(store.warnings))
 
 
 def _check_inputs(exp: Experiment, cfg) -> None:

@@ -3,7 +3,7 @@
 Layout of one experiment's directory::
 
     experiment.json          the experiment as run (grid, schedulers, claims), its digest,
-                             mfsched version and git commit
+                             and per run (first and each --resume) mfsched version and commit
     points/KEY.parquet       one finished point: a row per scheduler (and the reference)
     points/KEY.requests.parquet, points/KEY.layers.parquet
                              per-request and per-batch-layer values (experiments with details)
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.points_dir = self.root / "points"
+        self.warnings: list[str] = []  # for the user, set by open()
 
     # ------------------------------------------------------------------ writing
 
@@ -86,6 +88,7 @@ class ResultStore:
         digest = experiment_digest(exp, quick)
         meta_path = self.root / "experiment.json"
         finished = self.finished_keys(digest)
+        runs: list[dict] = []
         if meta_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -99,15 +102,25 @@ class ResultStore:
                 raise UserError(f"already holds {len(finished)} finished point(s) of this "
                                 "experiment; pass --resume to complete it, or choose another "
                                 "--out", where=str(self.root))
+            runs = list(meta.get("runs", []))
+            before = {r.get("git_commit") for r in runs if r.get("git_commit")}
+            if finished and prov.git_commit and before - {prov.git_commit}:
+                self.warnings.append(
+                    f"{len(finished)} finished point(s) in {self.root} were computed by commit "
+                    f"{', '.join(c[:12] for c in sorted(before))}, this run is "
+                    f"{prov.git_commit[:12]}: the table mixes both (each row has git_commit)")
         elif resume and finished:
             raise UserError("has point files but no experiment.json; choose another --out",
                             where=str(self.root))
         self.points_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.points_dir.glob(".*.tmp"):  # left by a killed run
             stale.unlink()
+        runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "mfsched_version": prov.mfsched_version, "git_commit": prov.git_commit,
+                     "git_dirty": prov.git_dirty, "points_done_before": len(finished)})
         meta = {"name": exp.name, "grid": "quick" if quick else "full", "digest": digest,
                 "mfsched_version": prov.mfsched_version, "git_commit": prov.git_commit,
-                "git_dirty": prov.git_dirty, "experiment": exp.to_json()}
+                "git_dirty": prov.git_dirty, "runs": runs, "experiment": exp.to_json()}
         _write_atomic(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
         return finished
 

@@ -69,15 +69,17 @@ def _section(d: ExperimentData, anchor: str, fig_dir: Path) -> str:
     exp = d.experiment
     g = exp.grid(d.grid == "quick")
     cmd = f"mfsched reproduce {exp.name}{' --quick' if d.grid == 'quick' else ''}"
-    commit = d.meta.get("git_commit")
-    commit_text = "unknown" if not commit else commit[:12] + (
-        " (with uncommitted changes)" if d.meta.get("git_dirty") else "")
+    commits = sorted({(r.get("git_commit"), bool(r.get("git_dirty"))) for r in d.rows},
+                     key=str)
+    commit_text = ", ".join("unknown" if not c else c[:12] + (
+        " (with uncommitted changes)" if dirty else "") for c, dirty in commits)
     parts = [f"<h2 id='{anchor}'>{_e(exp.figure)}: {_e(exp.name)} ({_e(d.grid)} grid)</h2>",
              f"<p>{_e(exp.description)}</p>",
              f"<p class='meta'>Command: <code>{_e(cmd)}</code>. Scenario {_e(exp.scenario)}; "
              f"{g.warmup} warm-up + {g.requests} evaluated requests per run; seeds "
              f"{', '.join(map(str, d.seeds()))}; mfsched {_e(d.meta.get('mfsched_version'))}, "
-             f"commit {_e(commit_text)}; results in <code>{_e(str(d.root))}</code>.</p>"]
+             f"commit{'s' if len(commits) > 1 else ''} {_e(commit_text)}; results in "
+             f"<code>{_e(str(d.root))}</code>.</p>"]
     if not d.complete:
         parts.append(f"<p class='warn'>Partial: {d.points_done()} of {d.points_expected} "
                      f"points finished (complete it with <code>{_e(cmd)} --resume</code>).</p>")
