@@ -334,3 +334,14 @@ def test_ray_executor_equals_process_executor(tmp_path):
         a, _ = read_table(local.out_dir, name)
         b, _ = read_table(on_ray.out_dir, name)
         pd.testing.assert_frame_equal(comparable(a), comparable(b))
+
+
+def test_quick_grid_overrides_only_what_it_names():
+    exp = parse_experiment(TINY_TEXT.replace("[quick]\n", "[quick]\nschedulers = ['fs']\n"
+                                             "requests = 4\n"), "x.toml", "x")
+    assert exp.schedulers_of(False) == ("fs", "mfs") and exp.schedulers_of(True) == ("fs",)
+    (point,) = exp.points(True)
+    assert point.schedulers == ("fs",) and point.config.requests == 4
+    assert point.config.warmup == 10 and point.config.tail == 0  # inherited from the full grid
+    assert [p.config.rate_per_gpu for p in exp.points(False)] == [0.5, 0.5, 1, 1, 1.5, 1.5]
+    assert Experiment.from_json(json.loads(json.dumps(exp.to_json()))) == exp

@@ -110,7 +110,7 @@ def reproduce(
         state.update(done=already, total=total)
         for w in warnings:
             _err.print(f"warning: {w}", highlight=False, soft_wrap=True)
-        _err.print(f"{exp.name} ({grid} grid): {total} points x {len(exp.schedulers)} "
+        _err.print(f"{exp.name} ({grid} grid): {total} points x {len(exp.schedulers_of(quick))} "
                    f"schedulers{' + reference' if exp.reference else ''}, {already} already "
                    f"done; executor {executor}, {jobs} at once; results in {out_dir}",
                    highlight=False, soft_wrap=True)

@@ -67,6 +67,6 @@ def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "p
 
 def _check_inputs(exp: Experiment, cfg) -> None:
     """Fail fast, before any worker starts: scheduler options and the request stream."""
-    for name in exp.schedulers:
+    for name in {s for q in (False, True) for s in exp.schedulers_of(q)}:
         make_policy(name, cfg.num_levels, cfg.options_for(name))
     prepare(replace(cfg, requests=1, warmup=0, tail=0))

@@ -26,7 +26,8 @@ A file (all keys but the tables are required unless a default is named)::
     [config]                       # default {}: other SimConfig fields for every point
     [config.serving]               # ServingConfig fields
     [quick]                        # the reduced grid: any of models, workloads,
-                                   # rates_per_gpu, seeds, warmup, requests, config
+                                   # rates_per_gpu, seeds, warmup, requests, schedulers,
+                                   # config
     [[claims]]                     # the paper's stated numbers (see Claim)
 
 Every error names the file, the key (with its line when it can be found) and the reason, and is
@@ -84,6 +85,7 @@ class Grid:
     warmup: int
     requests: int
     config: SimConfig  # every other setting of every point
+    schedulers: tuple[str, ...] = ()  # empty: the experiment's
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,10 @@ class Experiment:
     def grid(self, quick: bool) -> Grid:
         return self.quick if quick else self.full
 
+    def schedulers_of(self, quick: bool) -> tuple[str, ...]:
+        """The schedulers the grid runs (the quick grid may run fewer)."""
+        return self.grid(quick).schedulers or self.schedulers
+
     def points(self, quick: bool) -> list[Point]:
         """Every (model, workload, rate, seed) of the grid, in that nesting order."""
         g = self.grid(quick)
@@ -152,8 +158,8 @@ class Experiment:
                                       workload=workload, rate_per_gpu=rate, seed=seed,
                                       warmup=g.warmup, requests=g.requests)
                         key = f"{model}__{workload}__r{rate:g}__s{seed}"
-                        out.append(Point(key, cfg, self.schedulers, self.reference,
-                                         self.details))
+                        out.append(Point(key, cfg, self.schedulers_of(quick),
+                                         self.reference, self.details))
         return out
 
     def to_json(self) -> dict:
@@ -167,7 +173,8 @@ class Experiment:
             c["serving"] = ServingConfig(**c["serving"])
             c["policy_options"] = tuple(c["policy_options"])
             return Grid(tuple(g["models"]), tuple(g["workloads"]), tuple(g["rates_per_gpu"]),
-                        tuple(g["seeds"]), g["warmup"], g["requests"], SimConfig(**c))
+                        tuple(g["seeds"]), g["warmup"], g["requests"], SimConfig(**c),
+                        tuple(g.get("schedulers", ())))
 
         claims = tuple(Claim(**dict(c, denominators=tuple(c["denominators"]),
                                     models=None if c["models"] is None else tuple(c["models"])))
@@ -333,8 +340,14 @@ def parse_experiment(text: str, source: str, name: str) -> Experiment:
     quick_data = r.get("quick", dict, {})
     q = _Reader(quick_data, source, text, "quick")
     q.check_unknown({"models", "workloads", "rates_per_gpu", "seeds", "warmup", "requests",
-                     "config"})
+                     "schedulers", "config"})
     quick = _grid(q, MODELS, WORKLOADS, full)
+    quick_schedulers = q.names("schedulers", SCHEDULERS, None) or ()
+    if quick.schedulers != quick_schedulers:
+        quick = replace(quick, schedulers=quick_schedulers)
+    if kind == "normalized" and normalize_to not in (*(quick_schedulers or schedulers),
+                                                     *((CONTENTION_FREE,) if reference else ())):
+        raise q.fail("schedulers", f"the quick grid must run normalize_to ({normalize_to})")
     for g, table in ((full, ""), (quick, "quick.")):
         if len(g.models) * len(g.workloads) * len(g.rates_per_gpu) * len(g.seeds) == 0:
             raise UserError(f"{table}grid has no points", where=source)
@@ -525,7 +538,8 @@ def experiment_digest(exp: Experiment, quick: bool) -> str:
     import hashlib
 
     g = exp.grid(quick)
-    what = {"scenario": exp.scenario, "schedulers": exp.schedulers, "reference": exp.reference,
+    what = {"scenario": exp.scenario, "schedulers": exp.schedulers_of(quick),
+            "reference": exp.reference,
             "details": exp.details, "grid": asdict(g)}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
