@@ -103,7 +103,9 @@ def reproduce(
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("points"), TimeElapsedColumn(), TextColumn("ETA"),
                    TimeRemainingColumn(), console=_err, transient=False,
-                   disable=not _err.is_terminal)
+                   disable=not _err.is_terminal,
+                   # points take minutes: estimate the speed over the whole run, not 30 s
+                   speed_estimate_period=24 * 3600)
     state: dict[str, int] = {"done": 0, "total": 0}
 
     def on_start(total: int, already: int, warnings: tuple[str, ...]) -> None:

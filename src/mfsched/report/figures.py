@@ -198,6 +198,8 @@ def normalized_figure(data: ExperimentData, rate: float) -> bytes:
             ax2.legend(fontsize=7, frameon=False)
             ax2.grid(True, alpha=0.3)
             ax2.tick_params(labelsize=8)
-    fig.suptitle(f"{data.experiment.figure}: bars = seed mean of per-seed ratios, whiskers = "
-                 "range over seeds", fontsize=9)
+    seeds = len(data.seeds())
+    fig.suptitle(f"{data.experiment.figure}: " + (
+        f"bars = mean of the {seeds} seeds' ratios, whiskers = their range" if seeds > 1
+        else "one seed"), fontsize=9)
     return _png(fig)
