@@ -161,7 +161,7 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     assert "Qwen-Bailian traces" in text  # says the paper's traces are not available
 
 
-def test_report_figures_are_not_blank(results, tmp_path):
+def test_report_figures_are_not_blank_and_markdown_links_them(results, tmp_path):
     import matplotlib.image as mpimg
 
     from mfsched.report import write_report
@@ -169,6 +169,9 @@ def test_report_figures_are_not_blank(results, tmp_path):
     page = write_report(results, tmp_path / "r")
     pngs = sorted((tmp_path / "r" / "figures").glob("*.png"))
     assert len(pngs) == FIGURES_EXPECTED and page.is_file()
+    markdown = (tmp_path / "r" / "report.md").read_text()  # the same report, for docs/
+    assert all(f"](figures/{png.name})" in markdown for png in pngs)
+    assert markdown.count("*The paper's stated numbers next to ours*") == 3
     for png in pngs:
         pixels = mpimg.imread(png)
         assert pixels.std() > 0.05, png  # drawn, not a uniform canvas

@@ -23,7 +23,7 @@ from matplotlib.ticker import NullFormatter
 from ..experiments.points import CONTENTION_FREE
 from .data import ExperimentData
 
-__all__ = ["attainment_figure", "breakdown_figure", "normalized_figure", "style"]
+__all__ = ["attainment_figure", "breakdown_figure", "draw", "normalized_figure", "style"]
 
 # one colour per scheduler across every figure (tab10), the reference black
 _COLOURS = {"fs": "#1f77b4", "sjf": "#ff7f0e", "edf": "#2ca02c", "karuna": "#9467bd",
@@ -203,3 +203,22 @@ def normalized_figure(data: ExperimentData, rate: float) -> bytes:
         f"bars = mean of the {seeds} seeds' ratios, whiskers = their range" if seeds > 1
         else "one seed"), fontsize=9)
     return _png(fig)
+
+
+def draw(data: ExperimentData) -> list[tuple[bytes, str]]:
+    """Every figure of one experiment, as (PNG, caption), in the order the report shows them."""
+    exp = data.experiment
+    if exp.kind == "attainment":
+        return [(attainment_figure(data),
+                 "TTFT SLO attainment against the request rate per GPU: one line per scheduler "
+                 "(seed mean; band: range over seeds), the contention-free reference dashed.")]
+    if exp.kind == "breakdown":
+        return [(breakdown_figure(data, m, w, rate),
+                 f"Breakdown for {m}, {w}, {rate:g} req/s per GPU: SLO attainment, Stage-2 "
+                 "collective completion time per batch-layer, P2D earliness of the evaluated "
+                 "requests.")
+                for m, w in data.groups() for rate in data.rates(m, w)]
+    cdf = ", and the TTFT distribution." if data.details("requests") is not None else "."
+    return [(normalized_figure(data, rate),
+             f"Mean TTFT and mean Stage-2 CCT normalised to {exp.normalize_to} at {rate:g} "
+             f"req/s per GPU{cdf}") for rate in data.rates()]
