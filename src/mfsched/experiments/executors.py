@@ -41,6 +41,7 @@ OnResult = Callable[[int, Any], None]
 ExecuteFn = Callable[[Callable[[Any], Any], Sequence[Any], int, "str | None", OnResult], None]
 
 EXECUTORS: Registry[ExecuteFn] = Registry("executor")
+_LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 
 
 def default_jobs() -> int:
@@ -100,7 +101,8 @@ def _ray(fn, items, jobs, address, on_result) -> None:
         opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                 "logging_level": logging.ERROR}
         if address is None:
-            opts["num_cpus"] = jobs
+            # points return small row lists: a small object store spares the machine's memory
+            opts.update(num_cpus=jobs, object_store_memory=_LOCAL_OBJECT_STORE_BYTES)
         try:
             ray.init(address=address, **opts)
         except (ConnectionError, ValueError, RuntimeError) as e:
