@@ -345,3 +345,18 @@ def test_quick_grid_overrides_only_what_it_names():
     assert point.config.warmup == 10 and point.config.tail == 0  # inherited from the full grid
     assert [p.config.rate_per_gpu for p in exp.points(False)] == [0.5, 0.5, 1, 1, 1.5, 1.5]
     assert Experiment.from_json(json.loads(json.dumps(exp.to_json()))) == exp
+
+
+@pytest.mark.parametrize("blocked,args,fragment", [
+    ("ray", ["reproduce", "{toml}", "--executor", "ray", "--out", "{out}"],
+     "--executor ray needs Ray: pip install 'mfsched[ray]'"),
+    ("matplotlib", ["report", "{out}"],
+     "mfsched report needs matplotlib: pip install 'mfsched[report]'")])
+def test_a_missing_extra_is_a_one_line_error(tmp_path, blocked, args, fragment):
+    """Without the optional extra (simulated: the import fails), one line and exit code 2."""
+    args = [a.format(toml=tiny(tmp_path), out=tmp_path / "o") for a in args]
+    code = (f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['mfsched', *{args!r}]; "
+            "from mfsched.cli import main; main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == f"mfsched: error: {fragment}\n"

@@ -271,11 +271,9 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     names = tuple(scheduler_names(scheduler))
-    from .experiments.executors import EXECUTORS
+    from .experiments.executors import check
 
-    EXECUTORS.get(executor)
-    if ray_address is not None and executor != "ray":
-        raise UserError("--ray-address needs --executor ray")
+    check(executor, jobs, ray_address)
     rates = _floats(rate, "--rate")
     if min(rates) <= 0:
         raise UserError("--rate values must be positive")

@@ -66,7 +66,7 @@ def reproduce(
 
     Every grid point (model x workload x rate x seed, all schedulers on the same requests) is one task; each finished point is written to --out at once, so an interrupted run continues with --resume. The experiment's table is --out/results.parquet (one row per scheduler, point and seed); 'mfsched report DIR' turns it into an HTML page with figures.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    from .experiments.executors import EXECUTORS, default_jobs
+    from .experiments.executors import check, default_jobs
     from .experiments.spec import experiment_names, load_experiment
 
     if list_:
@@ -89,12 +89,8 @@ def reproduce(
     if name is None:
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
-    EXECUTORS.get(executor)
-    if ray_address is not None and executor != "ray":
-        raise UserError("--ray-address needs --executor ray")
     jobs = default_jobs() if jobs is None else jobs
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run
 
@@ -182,10 +178,11 @@ def report(
 
     Per experiment: SLO attainment against rate (one panel per model, one line per scheduler, the contention-free reference dashed, the seeds' range as a band), the sustainable-rate table with MFS / Karuna, the breakdowns of Figs. 14-15, and the paper's stated numbers next to ours.
     """  # noqa: E501
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UserError("mfsched report needs matplotlib: pip install 'mfsched[report]'")
+    try:
+        import matplotlib  # noqa: F401  (the report extra)
+    except ImportError:
+        raise UserError("mfsched report needs matplotlib: pip install 'mfsched[report]'") \
+            from None
     from .report import write_report
 
     target = write_report(results_dir, out)

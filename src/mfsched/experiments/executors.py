@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ..errors import UserError
 from ..registry import Registry
 
-__all__ = ["EXECUTORS", "ExecuteFn", "default_jobs", "execute"]
+__all__ = ["EXECUTORS", "ExecuteFn", "check", "default_jobs", "execute"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,17 +52,27 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check(executor: str, jobs: int, address: str | None) -> None:
+    """Raise :class:`UserError` for options that cannot work (before anything is started)."""
+    EXECUTORS.get(executor)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if address is not None and executor != "ray":
+        raise UserError("--ray-address needs --executor ray")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError("--executor ray needs Ray: pip install 'mfsched[ray]'") from None
+
+
 def execute(fn: Callable[[T], R], items: Sequence[T], *, executor: str = "process",
             jobs: int = 1, address: str | None = None,
             on_result: Callable[[int, R], None]) -> None:
     """Run ``fn`` over ``items`` on ``executor``; ``on_result(i, fn(items[i]))`` as each ends."""
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
-    backend = EXECUTORS.get(executor)
-    if address is not None and executor != "ray":
-        raise UserError("--ray-address needs --executor ray")
+    check(executor, jobs, address)
     if items:
-        backend(fn, items, jobs, address, on_result)
+        EXECUTORS.get(executor)(fn, items, jobs, address, on_result)
 
 
 def _process(fn, items, jobs, _address, on_result) -> None:
@@ -92,10 +102,8 @@ def _quiet_interrupt() -> None:
 
 
 def _ray(fn, items, jobs, address, on_result) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'mfsched[ray]'") from None
+    import ray
+
     started = not ray.is_initialized()
     if started:
         opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,

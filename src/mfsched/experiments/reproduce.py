@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..policy import make_policy
-from .executors import execute
+from .executors import check, execute
 from .points import PointResult, run_point
 from .runner import prepare
 from .spec import Experiment
@@ -45,6 +45,7 @@ def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "p
     ``on_start(total, already_done, warnings)`` is called once before the first point runs,
     ``on_point(key)`` after each point is on disk.
     """
+    check(executor, jobs, address)
     points = exp.points(quick)
     _check_inputs(exp, points[0].config)
     prov = provenance()
