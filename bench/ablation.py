@@ -37,8 +37,8 @@ VARIANTS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="conv")
-    ap.add_argument("--rate", type=float, default=0.4)
-    ap.add_argument("--bandwidth-scale", type=float, default=0.25)
+    ap.add_argument("--rate", type=float, default=0.6)
+    ap.add_argument("--bandwidth-scale", type=float, default=1.0)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
@@ -52,8 +52,7 @@ def main() -> None:
         p = prepare(cfg)
         for label, opts in VARIANTS.items():
             options = tuple(f"mfs.{k}={v}" for k, v in opts.items())
-            res = run_scheduler(replace(cfg, policy_options=options), p.cluster, p.requests,
-                                p.warmup, p.evaluated, "mfs", p.slo_fn)
+            res = run_scheduler(replace(p, config=replace(cfg, policy_options=options)), "mfs")
             results.setdefault(label, []).append(res.to_json())
     lines = [f"`python bench/ablation.py --workload {args.workload} --rate {args.rate:g} "
              f"--bandwidth-scale {args.bandwidth_scale:g} --seeds {args.seeds}`", "",

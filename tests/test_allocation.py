@@ -137,3 +137,20 @@ def test_rate_cap_leaves_the_rest_to_others():
     r = allocate(np.array([10.0]), np.array([0, 1]), np.array([0, 0]), np.ones(2),
                  np.array([0, 1]), caps=np.array([3.0, np.inf]))
     assert r.tolist() == pytest.approx([3.0, 7.0])
+
+
+def test_shares_weight_the_fair_split():
+    """A flow striped over 2 connections gets twice a 1-connection flow's rate: 2r + r = 9."""
+    r = allocate(np.array([9.0]), np.array([0, 1]), np.array([0, 0]), np.array([1.0, 1.0]),
+                 np.array([0, 0]), shares=np.array([2.0, 1.0]))
+    assert r.tolist() == pytest.approx([6.0, 3.0])
+
+
+def test_shares_with_a_cap_and_a_second_bottleneck():
+    """Link 0 (12): f0 (share 3, capped at 3), f1 (share 1), f2 (share 2, also on link 1 of
+    capacity 2). Filling: f0 freezes at its cap 3 (level 1); f2 freezes at 2 on link 1
+    (level 1); f1 takes the rest of link 0: 12 - 3 - 2 = 7."""
+    r = allocate(np.array([12.0, 2.0]), np.array([0, 1, 2, 2]), np.array([0, 0, 0, 1]),
+                 np.ones(4), np.array([0, 0, 0]), caps=np.array([3.0, np.inf, np.inf]),
+                 shares=np.array([3.0, 1.0, 2.0]))
+    assert r.tolist() == pytest.approx([3.0, 7.0, 2.0])

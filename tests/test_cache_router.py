@@ -1,11 +1,12 @@
 """Prefix caches (LRU, holder index) and the KV-aware router."""
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mfsched.workload.cache import PrefixCaches
 from mfsched.workload.requests import Request
-from mfsched.workload.router import route_request
+from mfsched.workload.router import Router, lockstep_tokens
 
 
 def req(blocks, tokens=None, bt=16):
@@ -48,18 +49,25 @@ def test_index_matches_caches(ops):
     assert held == c._holders
 
 
+def route(request, caches, pending, instances=None, last=None):
+    """The router with one unit per instance unless ``instances`` says otherwise."""
+    instances = instances or [[u] for u in range(len(pending))]
+    last = np.full(len(pending), -1) if last is None else np.array(last)
+    return Router(instances, batch_tokens=8192).route(request, caches, np.array(pending), last)
+
+
 def test_router_prefers_cached_prefix():
     c = PrefixCaches(3, capacity_blocks=100)
     c.touch(2, [1, 2, 3, 4])
-    r = route_request(req([1, 2, 3, 4, 5]), c, pending_tokens=[0, 0, 0])
+    r = route(req([1, 2, 3, 4, 5]), c, [0, 0, 0])
     assert r.unit == 2 and r.local_tokens == 64 and r.remote_unit == -1
 
 
 def test_router_queue_penalty_diverts_and_fetches_remotely():
     c = PrefixCaches(3, capacity_blocks=100)
     c.touch(2, [1, 2, 3, 4])
-    # unit 2 has 4 cached blocks (saves 4 blocks) but 10 blocks of queued work
-    r = route_request(req([1, 2, 3, 4, 5]), c, pending_tokens=[0.0, 16.0, 160.0])
+    # unit 2 saves 4 of 5 blocks but has 10 blocks queued: 1 + 10 > 5 + 0 (unit 0)
+    r = route(req([1, 2, 3, 4, 5]), c, [0.0, 16.0, 160.0])
     assert r.unit == 0
     assert (r.remote_unit, r.remote_tokens, r.local_tokens) == (2, 64, 0)
     assert r.new_tokens(req([1, 2, 3, 4, 5])) == 16
@@ -68,11 +76,46 @@ def test_router_queue_penalty_diverts_and_fetches_remotely():
 def test_router_always_computes_one_token():
     c = PrefixCaches(1, capacity_blocks=100)
     c.touch(0, [1, 2])
-    r = route_request(req([1, 2], tokens=20), c, pending_tokens=[0])
+    r = route(req([1, 2], tokens=20), c, [0])
     assert r.local_tokens == 19 and r.new_tokens(req([1, 2], tokens=20)) == 1
 
 
 def test_router_without_reuse_info():
     c = PrefixCaches(2, capacity_blocks=100)
-    r = route_request(Request(0, 0.0, 100, 1), c, pending_tokens=[5.0, 1.0])
+    r = route(Request(0, 0.0, 100, 1), c, [5.0, 1.0])
     assert r.unit == 1 and r.local_tokens == 0 and r.remote_unit == -1
+
+
+def test_lockstep_tokens_by_hand():
+    # one batch: the largest chunk of the instance sets its length
+    assert lockstep_tokens(100, 20_000, 8192) == 8192
+    assert lockstep_tokens(3000, 1000, 8192) == 3000
+    # two batches: 8192 + max(808, min(8192, 20000 - 8192))
+    assert lockstep_tokens(9000, 20_000, 8192) == 8192 + 8192
+    # two batches, the others done after the first: 8192 + 1808
+    assert lockstep_tokens(10_000, 3000, 8192) == 10_000
+    assert lockstep_tokens(0, 5000, 8192) == 0
+
+
+def test_idle_unit_of_busy_instance_is_not_free():
+    """Units 0 and 1 run in lockstep: unit 1 would wait for unit 0's 1000 tokens."""
+    c = PrefixCaches(4, capacity_blocks=100)
+    r = route(Request(0, 0.0, 100, 1), c, [1000.0, 0.0, 0.0, 0.0], [[0, 1], [2, 3]])
+    assert r.unit == 2
+    # cost of unit 1: 7 blocks + (max(100, 1000) - 100) / 16 = 63.25; unit 2: 7 blocks
+    c.touch(1, list(range(1, 7)))  # 96 of 100 tokens cached on unit 1: 1 + 996 / 16 > 7
+    r = route(req(list(range(1, 8)), tokens=100), c, [1000.0, 0.0, 0.0, 0.0],
+              [[0, 1], [2, 3]])
+    assert (r.unit, r.remote_unit, r.remote_tokens) == (2, 1, 96)
+
+
+def test_ties_go_to_the_less_loaded_instance_then_round_robin():
+    c = PrefixCaches(4, capacity_blocks=100)
+    inst = [[0, 1], [2, 3]]
+    # unit 0 holds 30 tokens: units 1, 2, 3 all cost 7 blocks; instance 1 is less loaded
+    r = route(Request(0, 0.0, 100, 1), c, [30.0, 0.0, 0.0, 0.0], inst)
+    assert r.unit == 2
+    # all idle: the instance, then the unit, that received a request longest ago
+    assert route(Request(0, 0.0, 100, 1), c, [0.0] * 4, inst, last=[5, 3, 4, -1]).unit == 3
+    assert route(Request(0, 0.0, 100, 1), c, [0.0] * 4, inst, last=[1, 6, 4, 2]).unit == 3
+    assert route(Request(0, 0.0, 100, 1), c, [0.0] * 4, inst, last=[2, -1, 6, 4]).unit == 1

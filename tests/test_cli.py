@@ -94,3 +94,30 @@ def test_policy_option():
     assert res.returncode == 2 and "expected SCHEDULER.KEY=VALUE" in res.stderr
     mfsched("simulate", "--policy-option", "mfs.pruning=off", "--scheduler", "mfs",
             "--requests", "5", "--warmup", "1", check=True)
+
+
+def test_out_summary_reports_instance_shares(tmp_path):
+    res = mfsched("simulate", "--json", "--requests", "40", "--warmup", "10", "--scheduler",
+                  "fs", "--out", str(tmp_path / "run"), check=True)
+    (row,) = json.loads(res.stdout)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for r in (row, summary[0]):
+        assert len(r["instance_request_share"]) == len(r["instance_batch_share"]) == 2
+        assert sum(r["instance_request_share"]) == pytest.approx(1.0)
+        assert sum(r["instance_batch_share"]) == pytest.approx(1.0)
+
+
+def test_calibrate_json():
+    res = mfsched("calibrate", "--seeds", "0", "--json", check=True)
+    out = json.loads(res.stdout)
+    assert out["seeds"] == [0]
+    assert out["ttft_ratio"] == pytest.approx(out["ttft_mean_s"] / out["ttft_contention_free_s"])
+    assert out["cct_ratio"] > 1.0 and out["ttft_ratio"] > 1.0  # contention costs something
+
+
+def test_bad_comm_options_are_one_line_errors():
+    for args in (["--ep-backend", "pplx"], ["--ring-channels", "0"],
+                 ["--collective-layout", "tree"]):
+        res = mfsched("simulate", "--requests", "5", "--warmup", "0", *args)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr

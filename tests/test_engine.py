@@ -55,10 +55,9 @@ class Recorder(FairSharing):
 
 
 def _run(cfg, policy, **kw):
-    cluster = runner.build_cluster(cfg)
-    reqs, warm, ev = runner.load_requests(cfg, cluster)
-    sim = Serving(cluster, policy, reqs, runner.make_slo_fn(cfg, cluster), warmup=warm,
-                  evaluated=ev, **kw)
+    p = runner.prepare(cfg)
+    sim = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
+                  evaluated=p.evaluated, history=p.history, **kw)
     return sim.run()
 
 

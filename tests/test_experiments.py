@@ -172,14 +172,17 @@ def test_reproduce_list():
 
 # ------------------------------------------------------------------ metrics
 
-def test_sustainable_rate_interpolates_the_last_crossing():
-    assert sustainable_rate([0.2, 0.4, 0.6], [0.9, 0.6, 0.2]) == pytest.approx(0.45)
-    assert sustainable_rate([0.6, 0.2, 0.4], [0.2, 0.9, 0.6]) == pytest.approx(0.45)  # sorted
-    # not monotone: the highest rate that still reaches the threshold counts
-    assert sustainable_rate([1, 2, 3, 4], [0.8, 0.4, 0.7, 0.3]) == pytest.approx(3.5)
-    assert sustainable_rate([1, 2], [0.9, 0.8]) == 2  # never fell below: the grid's top
-    assert sustainable_rate([1, 2], [0.3, 0.1]) != sustainable_rate([1, 2], [0.3, 0.1])  # NaN
-    assert sustainable_rate([1, 2], [0.5, 0.1], threshold=0.5) == 1
+def test_sustainable_rate_interpolates_the_first_crossing():
+    def sr(rates, att, threshold=0.5):
+        r = sustainable_rate(rates, att, threshold)
+        return round(r.rate, 9), r.bound
+
+    assert sr([0.2, 0.4, 0.6], [0.9, 0.6, 0.2]) == (0.45, "")
+    assert sr([0.6, 0.2, 0.4], [0.2, 0.9, 0.6]) == (0.45, "")  # sorted by rate
+    assert sr([1, 2, 3, 4], [0.8, 0.4, 0.7, 0.3]) == (1.75, "")  # where it first falls below
+    assert sr([1, 2], [0.9, 0.8]) == (2, ">=")  # never fell below: the grid's top
+    assert sr([1, 2], [0.3, 0.1]) == (1, "<")  # below from the start
+    assert sr([1, 2], [0.5, 0.1]) == (1, "")
 
 
 # ------------------------------------------------------------------ executors and store

@@ -9,18 +9,22 @@ from mfsched.experiments.config import SimConfig
 from mfsched.policy.fair import FairSharing
 from mfsched.sim.serving import Serving, ServingConfig
 from mfsched.workload.requests import Request
-from mfsched.workload.router import Route
+from mfsched.workload.router import Placement
 
 
 def _cluster(grouped: bool):
-    return runner.build_cluster(SimConfig(serving=ServingConfig(grouped_flows=grouped)))
+    return runner.build_cluster(SimConfig(ep_backend="alltoall",
+                                          serving=ServingConfig(grouped_flows=grouped)))
 
 
 def test_symmetric_batch_is_identical():
-    """One request of the same size on every unit of an instance: every collective member is
-    equal, so a group behaves exactly like its members."""
+    """One request of the same size on every unit of an instance: every member of the
+    all-to-all is equal and crosses equal links, so a group behaves exactly like its members.
+    (A ring's edges cross links of different speeds: as one group they advance at the pace of
+    the slowest edge, as a pipelined ring does; as separate flows the fast edges would finish
+    early, which a ring cannot. The group is the faithful mode there.)"""
     reqs = [Request(i, 0.0, 700, 1) for i in range(8)]
-    routes = {i: Route(unit=i, local_tokens=0, remote_unit=-1, remote_tokens=0)
+    routes = {i: Placement(unit=i, local_tokens=0, remote_unit=-1, remote_tokens=0)
               for i in range(8)}
     ttfts = {}
     for grouped in (True, False):

@@ -74,7 +74,7 @@ def test_sustainable_rate_ratio():
     # karuna: 0.7 at 0.4, 0.4 at 0.6 -> 0.4 + 0.2 * (0.7 - 0.5) / 0.3 = 0.5333
     # mfs: 0.6 at 0.6, 0.3 at 0.8 -> 0.6 + 0.2 * (0.6 - 0.5) / 0.3 = 0.6667
     d = data()
-    assert d.sustainable("mixtral-8x7b", "agent", "karuna")[0] == pytest.approx(0.4 + 0.4 / 3)
+    assert d.sustainable("mixtral-8x7b", "agent", "karuna").rate == pytest.approx(0.4 + 0.4 / 3)
     (ours,) = evaluate(d.experiment.claims[0], d).values
     assert ours[1] == pytest.approx((0.6 + 0.2 / 3) / (0.4 + 0.4 / 3))
 

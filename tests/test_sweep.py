@@ -66,3 +66,23 @@ def test_nic_gbps_sets_the_nic_line_rate():
     topo = runner.build_cluster(SimConfig(nic_gbps=25)).topology
     nic = topo.link_names.index("s0.nic0.up")
     assert topo.capacity_bps[nic] == pytest.approx(25e9 * 1448 / 1502)
+
+
+def test_sustainable_rate_interpolates_by_hand():
+    from mfsched.experiments.sweep import sustainable_rates
+
+    def row(rate, sched, att, seed=0):
+        return {"workload": "w", "bandwidth_scale": 1.0, "rate_per_gpu": rate,
+                "scheduler": sched, "slo_attainment": att, "seed": seed}
+
+    rows = [row(0.5, "a", 0.9), row(1.0, "a", 0.7), row(1.5, "a", 0.3),  # 0.7 -> 0.3 at 1..1.5
+            row(0.5, "b", 0.6), row(0.5, "b", 0.4, seed=1),  # mean 0.5 at 0.5 ...
+            row(1.0, "b", 0.2), row(1.5, "b", 0.1),
+            row(0.5, "c", 0.4), row(1.0, "c", 0.3), row(1.5, "c", 0.2),
+            row(0.5, "d", 0.9), row(1.0, "d", 0.8), row(1.5, "d", 0.6)]
+    got = sustainable_rates(rows)[("w", 1.0)]
+    assert got["a"].rate == pytest.approx(1.0 + (0.7 - 0.5) / (0.7 - 0.3) * 0.5)  # 1.25
+    assert got["a"].bound == ""
+    assert got["b"].rate == pytest.approx(0.5)  # exactly 0.5 at 0.5, below at 1.0
+    assert (got["c"].rate, got["c"].bound) == (0.5, "<")
+    assert (got["d"].rate, got["d"].bound, str(got["d"])) == (1.5, ">=", ">=1.5")

@@ -19,6 +19,7 @@ class _Links:
     def __init__(self, links) -> None:
         self.links = np.asarray(links, dtype=np.int64)
         self.weights = np.ones(len(links))
+        self.share = 1.0
 
 
 class Toy:

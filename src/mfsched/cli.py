@@ -82,6 +82,20 @@ def simulate(
     per_flow: Annotated[bool, typer.Option(
         help="Reference mode: every member of a collective is its own flow (slower).")]
         = False,
+    ep_backend: Annotated[str | None, typer.Option(
+        help="How EP dispatch/combine move bytes: 'allgather' (vLLM's default "
+             "allgather_reducescatter on NCCL rings) or 'alltoall' (routed, DeepEP style). "
+             "Default: what the stack does on the scenario's GPUs (testbed: allgather, "
+             "fattree: alltoall).")] = None,
+    ring_channels: Annotated[int | None, typer.Option(
+        help="NCCL channels (connections per ring edge). Default: NCCL's choice for the "
+             "hardware (testbed 2, fattree 16).")] = None,
+    kv_connections: Annotated[int | None, typer.Option(
+        help="Connections a KV transfer is striped over. Default: 2 (Mooncake's queue pairs "
+             "per endpoint).")] = None,
+    collective_layout: Annotated[str | None, typer.Option(
+        help="'ring' (NCCL's rings, the default) or 'mesh' (every rank straight to every "
+             "other; to measure what the rings change).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for workload generation and arrivals.")] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Write per-request, per-flow, per-collective and per-batch records (Parquet), "
@@ -104,7 +118,9 @@ def simulate(
                      seed=seed, levels=levels, max_batched_tokens=max_batched_tokens,
                      reuse_lookahead=reuse_lookahead, per_flow=per_flow,
                      policy_options=tuple(policy_option or ()),
-                     bandwidth_scale=bandwidth_scale)
+                     bandwidth_scale=bandwidth_scale, ep_backend=ep_backend,
+                     ring_channels=ring_channels, kv_connections=kv_connections,
+                     collective_layout=collective_layout)
     for name in scheduler_names(scheduler):  # reject bad --policy-option before running
         from .policy import make_policy
 
@@ -129,7 +145,7 @@ def check_out_dir(out: Path | None) -> None:
 
 def sim_config(*, scenario: str, trace: Path | None, rate: float, slo: float | None,
                levels: int, max_batched_tokens: int, reuse_lookahead: int, per_flow: bool,
-               **same_name):
+               collective_layout: str | None = None, **same_name):
     """The scenario from command-line options (``simulate``, ``testbed``, ``compare``); options
     named like their :class:`SimConfig` field pass through ``same_name``."""
     from .experiments.config import SimConfig
@@ -139,11 +155,15 @@ def sim_config(*, scenario: str, trace: Path | None, rate: float, slo: float | N
         raise UserError(f"--max-batched-tokens must be at least 1, got {max_batched_tokens}")
     if reuse_lookahead < 0:
         raise UserError(f"--reuse-lookahead must be >= 0, got {reuse_lookahead}")
+    if collective_layout not in (None, "ring", "mesh"):
+        raise UserError(f"--collective-layout must be 'ring' or 'mesh', got "
+                        f"{collective_layout!r}")
     serving = ServingConfig(max_batched_tokens=max_batched_tokens,
                             reuse_lookahead_layers=reuse_lookahead, grouped_flows=not per_flow)
     return SimConfig(scenario=scenario.lower(), trace=None if trace is None else str(trace),
                      rate_per_gpu=rate, slo_s=slo, num_levels=levels, serving=serving,
-                     **same_name)
+                     ring_collectives=None if collective_layout is None
+                     else collective_layout == "ring", **same_name)
 
 
 def ticker(bar: Progress):
@@ -182,10 +202,13 @@ def _print_table(rows: list[dict]) -> None:
                       f"{r['p2d_earliness_mean']:+.2f}", f"{r['pruned_fraction']:.1%}",
                       f"{r['simulated_time_s']:.1f}", f"{r['wall_time_s']:.1f}",
                       f"{r['events']:,}")
+    _stdout().print(table)
+
+
+def _stdout() -> Console:
+    """Standard output; wide enough for the tables when it is not a terminal."""
     out = Console()
-    if not out.is_terminal:
-        out = Console(width=max(out.width, 132))
-    out.print(table)
+    return out if out.is_terminal else Console(width=max(out.width, 132))
 
 
 def _write_out(out: Path, cfg, results, rows: list[dict]) -> None:
@@ -299,9 +322,7 @@ def sweep(
     if markdown:
         typer.echo(markdown_tables(rows))
         return
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 132))
+    console = _stdout()
     for (wl, bw), per_rate in attainment_table(rows).items():
         cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
         table = Table(title=f"SLO attainment | {scenario} | {wl} | bandwidth x{bw:g}")
@@ -311,6 +332,51 @@ def sweep(
         for r, per in sorted(per_rate.items()):
             table.add_row(f"{r:g}", *(f"{per.get(c, float('nan')):.3f}" for c in cols))
         console.print(table)
+
+
+@app.command()
+def calibrate(
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the table averages them).")]
+        = "0,1,2",
+    ep_backend: Annotated[str | None, typer.Option(
+        help="Override the EP backend ('allgather' or 'alltoall').")] = None,
+    ring_channels: Annotated[int | None, typer.Option(help="Override NCCL channels.")] = None,
+    kv_connections: Annotated[int | None, typer.Option(
+        help="Override the connections of a KV transfer.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """What contention costs in the paper's Fig. 5 set-up (testbed, Mixtral-8x7B, agent at 1 req/s per GPU): TTFT and all-to-all CCT with and without contention, next to the paper's.
+
+    'With' is fair sharing, 'without' the contention-free reference on the same requests. bench/calibrate.py also switches each contention mechanism off and writes docs/results.md.
+    """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
+    from .experiments.calibrate import FIG5, PAPER_FIG5, TARGET_RANGES, contention_cost
+
+    seed_list = tuple(int(x) for x in _floats(seeds, "--seeds"))
+    cfg = replace(FIG5, ep_backend=ep_backend, ring_channels=ring_channels,
+                  kv_connections=kv_connections)
+    with _progress(enabled=not as_json or err_console.is_terminal) as bar:
+        task = bar.add_task("runs", total=2 * len(seed_list))
+        cost = contention_cost(cfg, seed_list, "this model",
+                               on_run=lambda: bar.advance(task))
+    if as_json:
+        typer.echo(json.dumps(cost.to_json(), indent=2))
+        return
+    lo_t, hi_t = TARGET_RANGES["ttft_ratio"]
+    lo_c, hi_c = TARGET_RANGES["cct_ratio"]
+    table = Table(title=f"Fig. 5 set-up, fair sharing against the contention-free reference "
+                        f"(means of seeds {seeds})",
+                  caption=f"times in ms; accepted as a reproduction: TTFT {lo_t:g}-{hi_t:g}x, "
+                          f"CCT {lo_c:g}-{hi_c:g}x")
+    for col in ("", "TTFT with / without", "TTFT ratio", "Stage-2 CCT with / without",
+                "CCT ratio", "SLO met with / without"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("paper (Fig. 5)", "", f"~{PAPER_FIG5['ttft_ratio']:.2f}x", "",
+                  f"{PAPER_FIG5['cct_ratio']:.2f}x", "")
+    table.add_row("this model", f"{1e3 * cost.ttft_s:.1f} / {1e3 * cost.ttft_free_s:.1f}",
+                  f"{cost.ttft_ratio:.2f}x",
+                  f"{1e3 * cost.cct_s:.2f} / {1e3 * cost.cct_free_s:.2f}",
+                  f"{cost.cct_ratio:.2f}x", f"{cost.attainment:.1%} / {cost.attainment_free:.1%}")
+    _stdout().print(table)
 
 
 @app.command("list")

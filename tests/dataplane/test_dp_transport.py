@@ -17,7 +17,7 @@ from mfsched.dataplane.transport import (
     MemoryFabric,
     MemoryTransport,
     PayloadPattern,
-    Route,
+    Placement,
     RxLedger,
     TransportStats,
     add_interval,
@@ -65,7 +65,7 @@ def test_ledger_verifies_and_deduplicates():
 
 class Events:
     def __init__(self):
-        self.acked: list[tuple[Route, ChunkKey]] = []
+        self.acked: list[tuple[Placement, ChunkKey]] = []
         self.failed: list[ChunkKey] = []
         self.received: dict[tuple[int, int], int] = {}
         self.complete: list[tuple[int, int]] = []
@@ -94,7 +94,7 @@ async def _pair(delay=0.0):
 def test_memory_transport_break_resends_and_receiver_gets_bytes_once():
     async def go():
         a, b, ea, eb = await _pair(delay=0.01)
-        route = Route("a", "b", 3)
+        route = Placement("a", "b", 3)
         total = 10 * 4096
         for i in range(10):
             a.send(route, ChunkKey(1, 0, i * 4096, 4096), total)
@@ -113,7 +113,7 @@ def test_memory_transport_break_resends_and_receiver_gets_bytes_once():
 
 class FakeTransport:
     def __init__(self):
-        self.sent: list[tuple[Route, ChunkKey]] = []
+        self.sent: list[tuple[Placement, ChunkKey]] = []
 
     def send(self, route, key, total):
         self.sent.append((route, key))

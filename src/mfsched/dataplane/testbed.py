@@ -44,7 +44,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..experiments.config import SimConfig
 from ..experiments.runner import Prepared, RunResult, prepare, run_scheduler
-from ..metrics import summarize
 from ..policy import make_policy
 from ..sim.serving import Serving
 from ..sim.topology import TOPOLOGIES, TestbedConfig
@@ -282,7 +281,7 @@ def terminate_on_sigterm() -> Iterator[None]:
 def warm_slos(p: Prepared) -> None:
     """Fill the isolated-TTFT memo behind the SLOs (and compile the simulator's kernels) with
     a simulated run, so that the wall-clock run rarely computes an SLO at an arrival."""
-    run_scheduler(p.config, p.cluster, p.requests, p.warmup, p.evaluated, "fs", p.slo_fn)
+    run_scheduler(p, "fs")
 
 
 def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: EmulationConfig,
@@ -306,14 +305,15 @@ def run_one(p: Prepared, scheduler: str, fab: Fabric, layout: Layout, emu: Emula
                 on_cluster(cluster, engine)
             policy = make_policy(scheduler, cfg.num_levels, dict(options))
             serving = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
-                              evaluated=p.evaluated, progress=progress, engine=engine)
+                              evaluated=p.evaluated, history=p.history, progress=progress,
+                              engine=engine)
             records, stats = serving.run()
             if drain and not engine.drain():
                 raise RuntimeError(f"{engine.in_flight} flows did not complete after the run")
             daemons = engine.daemon_stats()
         finally:
             engine.close()
-    result = RunResult(scheduler, cfg, summarize(records), stats, records)
+    result = RunResult.of(p, scheduler, records, stats)
     return TestbedRun(result, daemons, engine.reconnects, engine.errors,
                       engine.lateness.as_dict(), (load_start, os.getloadavg()[0]))
 

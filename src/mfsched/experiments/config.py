@@ -56,6 +56,11 @@ class SimConfig:
     policy_options: tuple[str, ...] = ()  # "SCHEDULER.KEY=VALUE", e.g. "mfs.red_tiebreak=false"
     flops_efficiency: float = 0.6
     memory_efficiency: float = 0.8
+    # how the stack moves bytes (workload.comm); None: what it does on the scenario's hardware
+    ep_backend: str | None = None
+    ring_channels: int | None = None
+    kv_connections: int | None = None
+    ring_collectives: bool | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:

@@ -6,9 +6,8 @@ A *point* is the unit of work of every sweep (``mfsched sweep``) and every paper
 to the driver, which stores it. A point builds its cluster and request stream once and runs every
 scheduler on them, so the schedulers of one point are compared on identical requests.
 
-A point can add the *contention-free reference*: fair sharing on a network where every flow runs
-as if alone on its path. It is not a scheduler and not a strict bound (batching reacts to faster
-batches), but it shows how much of the TTFT the network contention costs at all.
+A point can add the *contention-free reference*
+(:func:`mfsched.experiments.runner.run_contention_free`).
 
 With ``details`` a point also returns the per-item values behind two of the summary means: each
 evaluated request's TTFT and P2D earliness, and each batch-layer's Stage-2 CCT (the paper's
@@ -18,17 +17,13 @@ the summary averages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..metrics import request_earliness, stage2_cct_per_layer, summarize
-from ..policy import make_policy
-from ..sim.serving import Serving
+from ..metrics import request_earliness, stage2_cct_per_layer
 from .config import SimConfig
-from .runner import RunResult, prepare, run
+from .runner import CONTENTION_FREE, prepare, run, run_contention_free
 
 __all__ = ["CONTENTION_FREE", "Point", "PointResult", "run_point"]
-
-CONTENTION_FREE = "no-contention"
 
 
 @dataclass(frozen=True)
@@ -63,12 +58,7 @@ def run_point(point: Point) -> PointResult:
     prepared = prepare(cfg)
     results = run(prepared, point.schedulers)
     if point.reference:
-        cluster = replace(prepared.cluster,
-                          serving=replace(prepared.cluster.serving, contention_free=True))
-        sim = Serving(cluster, make_policy("fs", cfg.num_levels), prepared.requests,
-                      prepared.slo_fn, warmup=prepared.warmup, evaluated=prepared.evaluated)
-        records, stats = sim.run()
-        results.append(RunResult(CONTENTION_FREE, cfg, summarize(records), stats, records))
+        results.append(run_contention_free(prepared))
     rows = tuple(dict(r.to_json(), bandwidth_scale=cfg.bandwidth_scale) for r in results)
     if not point.details:
         return PointResult(point.key, rows)

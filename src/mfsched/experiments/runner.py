@@ -8,7 +8,7 @@ once and shared by all scheduler runs, so every scheduler sees exactly the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,18 +19,25 @@ from ..records import RunRecords
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
+from ..workload.comm import CommModel, default_comm
 from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
 from ..workload.hardware import GPUS
 from ..workload.models import MODELS
-from ..workload.requests import Request, poisson_retime
+from ..workload.requests import Request, ideal_reuse_ratio, poisson_retime
 from ..workload.stages import StagePlanner
-from ..workload.synthetic import WORKLOADS, generate
+from ..workload.synthetic import SessionTiming, generate, history_requests
 from ..workload.traces import read_trace
 from .config import SimConfig
 
-__all__ = ["Prepared", "RunResult", "build_cluster", "load_requests", "make_slo_fn", "prepare",
-           "run", "run_scheduler", "scheduler_names"]
+__all__ = ["CONTENTION_FREE", "Prepared", "RunResult", "build_cluster", "comm_model",
+           "load_requests", "make_slo_fn", "prepare", "run", "run_contention_free",
+           "run_scheduler", "scheduler_names"]
+
+# The analysis reference: fair sharing with every flow as if alone on its path. Not a
+# scheduler and not a strict bound (batching reacts to faster batches), but it shows what
+# network contention costs at all.
+CONTENTION_FREE = "no-contention"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ class RunResult:
     summary: Summary
     stats: SimStats
     records: RunRecords
+    ideal_reuse: float = float("nan")  # the evaluated window's reuse with an infinite cache
+
+    @classmethod
+    def of(cls, p: Prepared, scheduler: str, records: RunRecords, stats: SimStats) -> RunResult:
+        """The result of one run on ``p``, summarised."""
+        return cls(scheduler, p.config, summarize(records, len(p.cluster.deployment.instances)),
+                   stats, records, p.ideal_reuse)
 
     def to_json(self) -> dict:
         c, s = self.config, self.summary
@@ -59,6 +73,10 @@ class RunResult:
             "stage2_cct_mean_s": s.stage2_cct_mean_s,
             "p2d_earliness_mean": s.p2d_earliness_mean,
             "pruned_fraction": s.pruned_fraction,
+            "prefix_reuse": s.prefix_reuse,
+            "ideal_prefix_reuse": self.ideal_reuse,
+            "instance_request_share": list(s.instance_request_share),
+            "instance_batch_share": list(s.instance_batch_share),
             "wall_time_s": self.stats.wall_time_s,
             "simulated_time_s": self.stats.simulated_time_s,
             "events": self.stats.events,
@@ -94,28 +112,53 @@ def build_cluster(cfg: SimConfig) -> Cluster:
                                   cfg.prefill_instances)
     gpu = GPUS.get(topology.gpu)
     compute = ComputeModel(gpu, cfg.flops_efficiency, cfg.memory_efficiency)
-    planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8)
+    planner = StagePlanner(deployment, compute, topology.intra_server_bps / 8, comm_model(cfg, gpu,
+                                                                                       topology))
     kv_tokens = kv_cache_tokens_per_unit(model, par, gpu.mem_bytes)
     return Cluster(topology, deployment, compute, planner, cfg.serving, kv_tokens)
 
 
-def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int, int]:
-    """The request stream and how many are warm-up and evaluated."""
+def comm_model(cfg: SimConfig, gpu, topology) -> CommModel:
+    """The scenario hardware's defaults (:func:`default_comm`) with the config's overrides."""
+    base = default_comm(gpu.gpudirect_rdma, topology.nccl_rings)
+    overrides = {k: v for k, v in (("ep_backend", cfg.ep_backend),
+                                   ("ring_channels", cfg.ring_channels),
+                                   ("kv_connections", cfg.kv_connections),
+                                   ("ring_collectives", cfg.ring_collectives)) if v is not None}
+    return replace(base, **overrides)
+
+
+def session_timing(cfg: SimConfig, cluster: Cluster) -> SessionTiming:
+    """The offered rate and the model's time per generated token (one decode step reading the
+    weights once; batching and long contexts make real decode steps somewhat slower)."""
+    d = cluster.deployment
+    per_token = cluster.compute.decode_step_s(d.model, d.parallelism.tp, 0)
+    return SessionTiming(cfg.rate_per_gpu * d.prefill_gpus, per_token)
+
+
+def load_requests(cfg: SimConfig, cluster: Cluster) -> tuple[list[Request], int, int,
+                                                          list[Request]]:
+    """The request stream, how many are warm-up and evaluated, and the history that warms the
+    prefix caches first (synthetic workloads: the sessions' earlier turns, see
+    :func:`mfsched.workload.synthetic.history_requests`; traces: none)."""
     gen_seed, arrival_seed = np.random.SeedSequence(cfg.seed).spawn(2)
     wanted = cfg.warmup + cfg.requests + cfg.tail_requests
+    history: list[Request] = []
     if cfg.trace is not None:
         requests = read_trace(cfg.trace, cfg.trace_format, limit=wanted)
         if len(requests) <= cfg.warmup:
             raise UserError(f"the trace has {len(requests)} requests, not more than the "
                             f"{cfg.warmup} warm-up requests", where=cfg.trace)
     else:
-        WORKLOADS.get(cfg.workload)
-        requests = generate(cfg.workload, wanted, np.random.default_rng(gen_seed))
+        timing = session_timing(cfg, cluster)
+        burn = history_requests(cfg.workload, timing)
+        stream = generate(cfg.workload, burn + wanted, np.random.default_rng(gen_seed), timing)
+        history, requests = stream[:burn], stream[burn:]
     evaluated = min(cfg.requests, len(requests) - cfg.warmup)
     if not cfg.keep_timestamps:
         rate = cfg.rate_per_gpu * cluster.deployment.prefill_gpus
         requests = poisson_retime(requests, rate, np.random.default_rng(arrival_seed))
-    return requests, cfg.warmup, evaluated
+    return requests, cfg.warmup, evaluated, history
 
 
 def make_slo_fn(cfg: SimConfig, cluster: Cluster) -> SloFn:
@@ -127,16 +170,17 @@ def make_slo_fn(cfg: SimConfig, cluster: Cluster) -> SloFn:
     return lambda req, route: scale * isolated(req, route)
 
 
-def run_scheduler(cfg: SimConfig, cluster: Cluster, requests: Sequence[Request], warmup: int,
-                  evaluated: int, scheduler: str, slo_fn: SloFn, *, record_flows: bool = False,
+def run_scheduler(p: Prepared, scheduler: str, *, record_flows: bool = False,
                   check_invariants: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """One scheduler on the prepared cluster and requests (options from ``p.config``)."""
+    cfg = p.config
     policy = make_policy(scheduler, cfg.num_levels, cfg.options_for(scheduler))
-    sim = Serving(cluster, policy, requests, slo_fn, warmup=warmup, evaluated=evaluated,
-                  record_flows=record_flows, check_invariants=check_invariants,
-                  progress=progress)
+    sim = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
+                  evaluated=p.evaluated, history=p.history, record_flows=record_flows,
+                  check_invariants=check_invariants, progress=progress)
     records, stats = sim.run()
-    return RunResult(scheduler, cfg, summarize(records), stats, records)
+    return RunResult.of(p, scheduler, records, stats)
 
 
 @dataclass(frozen=True)
@@ -149,13 +193,33 @@ class Prepared:
     warmup: int
     evaluated: int
     slo_fn: SloFn
+    history: list[Request]  # served before the run: only warms the prefix caches
+
+    @property
+    def ideal_reuse(self) -> float:
+        """The prompt reuse an infinite cache would give the evaluated requests (having seen
+        the history and the requests before them): the workload's intended reuse."""
+        seen = {h for r in self.history for h in r.block_hashes}
+        seen.update(h for r in self.requests[:self.warmup] for h in r.block_hashes)
+        return ideal_reuse_ratio(self.requests[self.warmup:self.warmup + self.evaluated], seen)
 
 
 def prepare(cfg: SimConfig) -> Prepared:
     """Build the cluster and the request stream; raises UserError for bad input."""
     cluster = build_cluster(cfg)
-    requests, warmup, evaluated = load_requests(cfg, cluster)
-    return Prepared(cfg, cluster, requests, warmup, evaluated, make_slo_fn(cfg, cluster))
+    requests, warmup, evaluated, history = load_requests(cfg, cluster)
+    return Prepared(cfg, cluster, requests, warmup, evaluated, make_slo_fn(cfg, cluster),
+                    history)
+
+
+def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult:
+    """Fair sharing on the same requests, every flow running as if alone on its path."""
+    cluster = replace(p.cluster, serving=replace(p.cluster.serving, contention_free=True))
+    sim = Serving(cluster, make_policy("fs", p.config.num_levels), p.requests, p.slo_fn,
+                  warmup=p.warmup, evaluated=p.evaluated, history=p.history,
+                  record_flows=record_flows)
+    records, stats = sim.run()
+    return RunResult.of(p, CONTENTION_FREE, records, stats)
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,
@@ -164,6 +228,5 @@ def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: b
     results = []
     for name in schedulers:
         cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
-        results.append(run_scheduler(p.config, p.cluster, p.requests, p.warmup, p.evaluated,
-                                     name, p.slo_fn, record_flows=record_flows, progress=cb))
+        results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
     return results

@@ -13,11 +13,14 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from ..metrics import SustainableRate, sustainable_rate
 from .config import SimConfig
 from .executors import execute
-from .points import CONTENTION_FREE, Point, run_point
+from .points import Point, run_point
+from .runner import CONTENTION_FREE
 
-__all__ = ["CONTENTION_FREE", "SweepSpec", "attainment_table", "markdown_tables", "run_sweep"]
+__all__ = ["CONTENTION_FREE", "SustainableRate", "SweepSpec", "attainment_table",
+           "markdown_tables", "run_sweep", "sustainable_rates"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,18 @@ def _ratio(a: float | None, b: float) -> str:
     if b <= 0:
         return "n/a" if a <= 0 else "inf"  # 0 / 0: nobody meets the SLO, nothing to compare
     return f"{a / b:.2f}x"
+
+
+def sustainable_rates(rows: Sequence[dict], threshold: float = 0.5
+                      ) -> dict[tuple, dict[str, SustainableRate]]:
+    """(workload, bandwidth scale) -> scheduler -> sustainable rate
+    (:func:`mfsched.metrics.sustainable_rate` of the attainment, mean over seeds)."""
+    out: dict[tuple, dict[str, SustainableRate]] = {}
+    for key, per_rate in attainment_table(rows).items():
+        rates = sorted(per_rate)
+        scheds = dict.fromkeys(s for r in rates for s in per_rate[r])
+        res = out.setdefault(key, {})
+        for s in scheds:
+            points = [(r, per_rate[r][s]) for r in rates if s in per_rate[r]]
+            res[s] = sustainable_rate([r for r, _ in points], [a for _, a in points], threshold)
+    return out

@@ -6,8 +6,13 @@
   requests were in the system (first evaluated arrival .. last evaluated first token).
 * P2D earliness: (P2D deadline - last P2D byte) / SLO per request, where the P2D deadline is
   the TTFT deadline minus the first decode step; positive = early, negative = missed.
-* Sustainable rate: the highest request rate at which an attainment curve still reaches a
-  threshold (the report's table of the paper's "sustains 1.17x-1.46x higher request rates").
+* Prefix reuse: the share of the evaluated requests' prompt tokens whose KV came from a cache
+  (their unit's or, by Stage 1, another unit's) rather than being computed.
+* Instance shares: the fraction of all requests (warm-up and tail included) and of all batches
+  each prefill instance served, to check that the router spreads the load.
+* Sustainable rate: where an attainment curve first falls below a threshold as the rate grows
+  (the paper's "sustains 1.17x-1.46x higher request rates"); used by ``mfsched sweep``'s tables
+  and the reproduction report.
 
 ``stage2_cct_per_layer`` and ``request_earliness`` are the per-item values behind the two means
 (the breakdowns of the paper's Figs. 14-15 plot their distributions); ``summarize`` averages
@@ -16,6 +21,7 @@ them, so the mean and the distribution come from one formula.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +30,8 @@ import numpy as np
 
 from ..records import RunRecords
 
-__all__ = ["Summary", "request_earliness", "stage2_cct_per_layer", "summarize",
-           "sustainable_rate"]
+__all__ = ["Summary", "SustainableRate", "request_earliness", "stage2_cct_per_layer",
+           "summarize", "sustainable_rate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,9 @@ class Summary:
     stage2_cct_mean_s: float
     p2d_earliness_mean: float
     pruned_fraction: float
+    prefix_reuse: float = float("nan")
+    instance_request_share: tuple[float, ...] = ()
+    instance_batch_share: tuple[float, ...] = ()
 
 
 def stage2_cct_per_layer(records: RunRecords) -> dict[tuple[int, int], float]:
@@ -61,11 +70,25 @@ def request_earliness(records: RunRecords) -> dict[int, float]:
             for r in records.requests if r.evaluated}
 
 
-def summarize(records: RunRecords) -> Summary:
+def _shares(instances, n: int) -> tuple[float, ...]:
+    counts = [0] * n
+    for i in instances:
+        counts[i] += 1
+    total = sum(counts)
+    return tuple(c / total if total else 0.0 for c in counts)
+
+
+def summarize(records: RunRecords, instances: int = 0) -> Summary:
+    """The summary of one run; ``instances``: how many prefill instances the cluster has
+    (0: as many as the records show)."""
+    n = max([instances, *(r.instance + 1 for r in records.requests),
+             *(b.instance + 1 for b in records.batches)])
+    req_share = _shares((r.instance for r in records.requests), n)
+    batch_share = _shares((b.instance for b in records.batches), n)
     ev = [r for r in records.requests if r.evaluated]
     if not ev:
         nan = float("nan")
-        return Summary(0, nan, nan, nan, nan, nan, nan, nan)
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan, req_share, batch_share)
     ttft = np.array([r.ttft_s for r in ev])
     per_layer = stage2_cct_per_layer(records)
     cct = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
@@ -79,28 +102,37 @@ def summarize(records: RunRecords) -> Summary:
         stage2_cct_mean_s=cct,
         p2d_earliness_mean=float(earliness.mean()),
         pruned_fraction=float(np.mean([r.pruned for r in ev])),
+        prefix_reuse=sum(r.local_hit_tokens + r.remote_hit_tokens for r in ev)
+        / sum(r.input_tokens for r in ev),
+        instance_request_share=req_share,
+        instance_batch_share=batch_share,
     )
 
 
-def sustainable_rate(rates: Sequence[float], attainment: Sequence[float],
-                     threshold: float = 0.5) -> float:
-    """The highest rate at which the curve still reaches ``threshold``.
+@dataclass(frozen=True, slots=True)
+class SustainableRate:
+    """The highest rate (requests/s per prefill GPU) at which a scheduler still meets the SLO
+    of ``threshold`` of the requests; ``bound`` is "" for a crossing found between two swept
+    rates, ">=" if it never fell below (the highest rate swept), "<" if it was below at the
+    lowest one (then ``rate`` is that lowest rate)."""
 
-    Points are sorted by rate; between the last point at or above the threshold and the next one
-    below it the rate is interpolated linearly. NaN if the curve never reaches the threshold;
-    the highest rate if it never falls below it (the sweep did not go far enough).
-    """
-    pts = sorted(zip(rates, attainment, strict=True))
-    if not pts:
-        return float("nan")
-    last_ok = None
-    for i, (_r, a) in enumerate(pts):
-        if a >= threshold:
-            last_ok = i
-    if last_ok is None:
-        return float("nan")
-    r0, a0 = pts[last_ok]
-    if last_ok == len(pts) - 1:
-        return float(r0)
-    r1, a1 = pts[last_ok + 1]
-    return float(r0 + (r1 - r0) * (a0 - threshold) / (a0 - a1))
+    rate: float
+    bound: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.bound}{self.rate:.3g}"
+
+
+def sustainable_rate(rates: Sequence[float], attainment: Sequence[float],
+                     threshold: float = 0.5) -> SustainableRate:
+    """Where the attainment first falls below ``threshold`` as the rate grows, interpolated
+    linearly between the two swept rates around the crossing (points are sorted by rate)."""
+    points = sorted(zip(rates, attainment, strict=True))
+    if not points:
+        raise ValueError("no points")
+    if points[0][1] < threshold:
+        return SustainableRate(points[0][0], "<")
+    for (r0, a0), (r1, a1) in itertools.pairwise(points):
+        if a1 < threshold <= a0:
+            return SustainableRate(r0 + (a0 - threshold) / (a0 - a1) * (r1 - r0))
+    return SustainableRate(points[-1][0], ">=")

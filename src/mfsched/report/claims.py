@@ -6,9 +6,10 @@ metric (a test checks the two agree). Each returns :class:`Ours`: one value per 
 workload, rate or baseline, whichever the claim ranges over), so the report shows the range and
 where it comes from. Definitions:
 
-* ``sustainable_rate_ratio``: per (model, workload), the numerator's sustainable rate (highest
-  rate whose seed-mean attainment reaches the claim's threshold, 0.5 by default, interpolated)
-  over the denominator's.
+* ``sustainable_rate_ratio``: per (model, workload), the numerator's sustainable rate
+  (:func:`mfsched.metrics.sustainable_rate` of the seed-mean attainment at the claim's threshold,
+  0.5 by default) over the denominator's; undefined where either curve did not cross the
+  threshold inside the grid.
 * ``attainment_ratio``: per (model, workload), the highest ratio of seed-mean attainments over
   the upper half of the grid's rates (the paper's "at high request rates"; only the claim's rate
   if it names one), counting rates where the denominator meets at least 5% of SLOs.
@@ -87,10 +88,12 @@ def _sustainable_rate_ratio(claim: Claim, data: ExperimentData) -> Ours:
     out = []
     for den in claim.denominators:
         for m, w in _groups(claim, data):
-            num_rate, _ = data.sustainable(m, w, claim.numerator, claim.threshold)
-            den_rate, _ = data.sustainable(m, w, den, claim.threshold)
+            num = data.sustainable(m, w, claim.numerator, claim.threshold)
+            den_rate = data.sustainable(m, w, den, claim.threshold)
             extra = den if len(claim.denominators) > 1 else ""
-            out.append((_label(data, m, w, extra), _ratio(num_rate, den_rate)))
+            exact = num is not None and den_rate is not None and not (num.bound or den_rate.bound)
+            out.append((_label(data, m, w, extra),
+                        _ratio(num.rate, den_rate.rate) if exact else float("nan")))
     return Ours(tuple(out), f"at {claim.threshold:.0%} attainment")
 
 

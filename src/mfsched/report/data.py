@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..experiments.points import CONTENTION_FREE
 from ..experiments.spec import Experiment
 from ..experiments.store import read_table
-from ..metrics import sustainable_rate
+from ..metrics import SustainableRate, sustainable_rate
 
 __all__ = ["BASELINE_EXCLUDED", "Curve", "ExperimentData", "find_experiments"]
 
@@ -102,16 +102,10 @@ class ExperimentData:
         return float(np.mean(vals)) if vals else float("nan")
 
     def sustainable(self, model: str, workload: str, scheduler: str,
-                    threshold: float = 0.5) -> tuple[float, str]:
-        """The sustainable rate of the seed-mean curve and a qualifier: '' (interpolated),
-        '>=' (the curve never fell below the threshold in the grid) or 'none' (never reached)."""
+                    threshold: float = 0.5) -> SustainableRate | None:
+        """The sustainable rate of the seed-mean curve (None without points)."""
         c = self.curve(model, workload, scheduler)
-        if not c.rates:
-            return float("nan"), "none"
-        rate = sustainable_rate(c.rates, c.mean, threshold)
-        if math.isnan(rate):
-            return rate, "none"
-        return rate, ">=" if min(c.mean) >= threshold else ""
+        return sustainable_rate(c.rates, c.mean, threshold) if c.rates else None
 
     def rates(self, model: str | None = None, workload: str | None = None) -> list[float]:
         return sorted({r["rate_per_gpu"] for r in self.rows

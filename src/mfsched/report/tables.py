@@ -56,17 +56,19 @@ def sustainable_table(d: ExperimentData) -> Table:
     for m, w in d.groups():
         cells, rates = [], {}
         for r in runs:
-            rate, q = d.sustainable(m, w, r)
-            rates[r] = rate
-            cells.append("–" if q == "none" else f"{'≥' if q else ''}{rate:.3g}")
-        karuna = rates.get("karuna", math.nan)
-        ratio = rates.get("mfs", math.nan) / karuna if karuna > 0 else math.nan
+            sr = d.sustainable(m, w, r)
+            rates[r] = sr
+            cells.append("–" if sr is None else str(sr).replace(">=", "≥"))
+        mfs, karuna = rates.get("mfs"), rates.get("karuna")
+        exact = mfs is not None and karuna is not None and not (mfs.bound or karuna.bound)
+        ratio = mfs.rate / karuna.rate if exact and karuna.rate > 0 else math.nan
         paper = [c.paper_text() for c in sr_claims
                  if (c.models is None or m in c.models) and (c.workload in (None, w))]
         rows.append((m, w, *cells, fmt_ratio(ratio), ", ".join(paper)))
-    return Table("Sustainable rate (req/s per GPU): the highest rate at which the seed-mean "
-                 "attainment is still at least 50%, interpolated between grid rates; ≥ where "
-                 "the curve never fell below 50% in the grid, – where it never reached it.",
+    return Table("Sustainable rate (req/s per GPU): where the seed-mean attainment first falls "
+                 "below 50% as the rate grows, interpolated between grid rates; ≥: it never "
+                 "fell below 50% in the grid; <: it was below at the lowest rate (MFS / Karuna "
+                 "only where both crossed inside the grid).",
                  ("model", "workload", *runs, "MFS / Karuna", "paper"), tuple(rows), 2)
 
 

@@ -6,14 +6,20 @@ belongs to class ``keys[f]``. A plain flow has weight 1 on each link of its path
 parallel members sharing one rate variable has, on each link, the sum of its members' relative
 sizes there (see :mod:`mfsched.sim.network`).
 
+A flow's *share* (``shares[f]``, 1 for one transport connection) is how many fair shares it
+claims: a flow striped over c parallel connections (NCCL channels, a transfer engine's queue
+pairs) rises c times as fast as a one-connection flow during filling, as c connections would
+under per-connection fairness (TCP, or DCQCN per queue pair).
+
 A flow may also carry a rate cap (``caps[f]``, ``inf`` for none): it then freezes when it
 reaches the cap, like a private bottleneck, and leaves the rest to others (policies that
 pace flows, such as Karuna's minimal-rate deadline flows, use it).
 
-Classes are served in increasing key order. Inside a class rates are max-min fair by
+Classes are served in increasing key order. Inside a class rates are weighted max-min fair by
 progressive filling on the capacity the higher classes left: all unfrozen flows rise together
-until some link saturates; the flows crossing it freeze at that level; repeat. Lower classes
-(the scavenger class is just the last one) only get what is left, so the allocation is
+(each at its share times a common level) until some link saturates; the flows crossing it
+freeze at that level; repeat. Lower classes (the scavenger class is just the last one) only get
+what is left, so the allocation is
 work-conserving: a link with spare capacity has no flow that is limited by it.
 
 :func:`allocate_rows` runs at every reallocation of the simulator, so it is a compiled kernel
@@ -42,12 +48,13 @@ def priority_key(level: int, rank: int) -> int:
 
 def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarray,
              entry_weight: np.ndarray, flow_class: np.ndarray,
-             caps: np.ndarray | None = None) -> np.ndarray:
+             caps: np.ndarray | None = None, shares: np.ndarray | None = None) -> np.ndarray:
     """Rates for ``len(flow_class)`` flows given a sparse flow x link incidence list.
 
     Entry ``e`` says flow ``entry_flow[e]`` loads link ``entry_link[e]`` with weight
     ``entry_weight[e]``; classes are served in increasing ``flow_class`` order. Every flow must
-    have at least one entry with a positive weight. ``caps`` optionally limits flow rates.
+    have at least one entry with a positive weight. ``caps`` optionally limits flow rates;
+    ``shares`` optionally gives flows more than one fair share (default 1 each).
     """
     n = len(flow_class)
     entry_flow = np.asarray(entry_flow, dtype=np.int64)
@@ -63,12 +70,13 @@ def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarra
     rates = np.zeros(n)
     allocate_rows(np.asarray(capacity, dtype=np.float64), links, weights, nlinks,
                   np.asarray(flow_class, dtype=np.int64),
-                  np.full(n, _INF) if caps is None else np.asarray(caps, dtype=float), n, rates)
+                  np.full(n, _INF) if caps is None else np.asarray(caps, dtype=float),
+                  np.ones(n) if shares is None else np.asarray(shares, dtype=float), n, rates)
     return rates
 
 
 @njit
-def allocate_rows(capacity, links, weights, nlinks, keys, caps, n, rates):
+def allocate_rows(capacity, links, weights, nlinks, keys, caps, shares, n, rates):
     """Write the rates of flows ``0..n-1`` (capacity units per second) into ``rates``.
 
     (Writing into the caller's array rather than returning one keeps the call cheap.)
@@ -88,16 +96,17 @@ def allocate_rows(capacity, links, weights, nlinks, keys, caps, n, rates):
         while j < n and keys[order[j]] == key:
             j += 1
         _fill_class(capacity, residual, local_of, frozen, rates, order[i:j], links, weights,
-                    nlinks, caps)
+                    nlinks, caps, shares)
         i = j
 
 
 @njit
 def _fill_class(capacity, residual, local_of, frozen, rates, members, links, weights, nlinks,
-                caps):
+                caps, shares):
     """Progressive filling of one class on ``residual`` capacity (updated in place).
 
-    Per-link demand (sum of the weights of unfrozen flows) is kept incrementally and a
+    The level rises; an unfrozen flow's rate is its share times the level. Per-link demand
+    (sum of weight x share of unfrozen flows) is kept incrementally and a
     link -> flows index finds the flows to freeze, so one filling step costs O(links of the
     class + entries of the flows it freezes).
     """
@@ -119,7 +128,7 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                 local_of[g] = loc
                 glob[loc] = g
                 n_local += 1
-            demand[loc] += weights[f, k]
+            demand[loc] += weights[f, k] * shares[f]
             fan[loc + 1] += 1
     for loc in range(n_local):
         fan[loc + 1] += fan[loc]
@@ -130,7 +139,7 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
             loc = local_of[links[f, k]]
             flows_of[fill[loc]] = f
             fill[loc] += 1
-    # flows with a rate cap, by cap
+    # flows with a rate cap, by the level at which they reach it
     n_capped = 0
     for f in members:
         if caps[f] < _INF:
@@ -141,7 +150,7 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         if caps[f] < _INF:
             capped[c] = f
             c += 1
-    capped = capped[np.argsort(caps[capped], kind="mergesort")]
+    capped = capped[np.argsort(caps[capped] / shares[capped], kind="mergesort")]
     cap_ptr = 0
     left = n_members
     level = 0.0
@@ -160,21 +169,21 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         while cap_ptr < n_capped and frozen[capped[cap_ptr]]:
             cap_ptr += 1
         best_cap = -1
-        if cap_ptr < n_capped and caps[capped[cap_ptr]] - level < best:
-            best = max(caps[capped[cap_ptr]] - level, 0.0)
+        if cap_ptr < n_capped and caps[capped[cap_ptr]] / shares[capped[cap_ptr]] - level < best:
+            best = max(caps[capped[cap_ptr]] / shares[capped[cap_ptr]] - level, 0.0)
             best_cap = capped[cap_ptr]
             best_loc = -1
         level += best
         if best_cap >= 0:
             left -= _freeze(best_cap, level, frozen, rates, residual, demand, local_of,
-                            links, weights, nlinks)
+                            links, weights, nlinks, shares)
         while cap_ptr < n_capped:
             f = capped[cap_ptr]
             if not frozen[f]:
-                if caps[f] - level > _REL_TOL * caps[f]:
+                if caps[f] / shares[f] - level > _REL_TOL * caps[f] / shares[f]:
                     break
                 left -= _freeze(f, level, frozen, rates, residual, demand, local_of, links,
-                                weights, nlinks)
+                                weights, nlinks, shares)
             cap_ptr += 1
         for loc in range(n_local):
             if demand[loc] > 1e-12 and (loc == best_loc or residual[glob[loc]]
@@ -183,20 +192,21 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                     f = flows_of[e]
                     if not frozen[f]:
                         left -= _freeze(f, level, frozen, rates, residual, demand, local_of,
-                                        links, weights, nlinks)
+                                        links, weights, nlinks, shares)
     for loc in range(n_local):
         local_of[glob[loc]] = -1
 
 
 @njit
-def _freeze(f, level, frozen, rates, residual, demand, local_of, links, weights, nlinks):
+def _freeze(f, level, frozen, rates, residual, demand, local_of, links, weights, nlinks, shares):
     frozen[f] = True
-    rates[f] = level
+    rate = level * shares[f]
+    rates[f] = rate
     for k in range(nlinks[f]):
         g = links[f, k]
         w = weights[f, k]
-        demand[local_of[g]] -= w
-        residual[g] -= level * w
+        demand[local_of[g]] -= w * shares[f]
+        residual[g] -= rate * w
         if residual[g] < 0.0:
             residual[g] = 0.0
     return 1

@@ -109,7 +109,8 @@ class Engine:
 
     def submit(self, info: FlowInfo, transfer: Transfer, on_done: Callable[[int], None]) -> None:
         """Start a flow now; ``on_done(flow_id)`` runs when its last byte arrives."""
-        self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes)
+        self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes,
+                         share=transfer.share)
         self._flows[info.flow_id] = _Active(info, on_done)
         self.submitted_bytes += info.size_bytes
         self.policy.on_flow_submit(info, self.now_s)

@@ -31,7 +31,8 @@ _UNSET = -1
 _INF = float("inf")
 # rows of FluidNetwork._ints and ._floats
 _NLINKS, _KEY = 0, 1
-_SIZE, _REMAINING, _RATE, _CAP = 0, 1, 2, 3
+_SIZE, _REMAINING, _RATE, _CAP, _SHARE = 0, 1, 2, 3, 4
+_NFLOATS = 5
 
 
 class FluidNetwork:
@@ -51,7 +52,7 @@ class FluidNetwork:
         self._links = np.zeros((64, 8), dtype=np.int64)
         self._weights = np.zeros((64, 8))
         self._ints = np.zeros((2, 64), dtype=np.int64)
-        self._floats = np.zeros((4, 64))
+        self._floats = np.zeros((_NFLOATS, 64))
         self._done_buf = np.empty(64, dtype=np.int64)
 
     def _grow(self, slots: int, width: int) -> None:
@@ -59,7 +60,7 @@ class FluidNetwork:
         links = np.zeros((slots, width), dtype=np.int64)
         weights = np.zeros((slots, width))
         ints = np.zeros((2, slots), dtype=np.int64)
-        floats = np.zeros((4, slots))
+        floats = np.zeros((_NFLOATS, slots))
         w = self._links.shape[1]
         links[:n, :w] = self._links[:n]
         weights[:n, :w] = self._weights[:n]
@@ -76,7 +77,9 @@ class FluidNetwork:
     # --- membership ------------------------------------------------------------------------
 
     def add(self, flow_id: int, links: np.ndarray, weights: np.ndarray, size_bytes: float,
-            priority: Priority | None = None) -> None:
+            priority: Priority | None = None, share: float = 1.0) -> None:
+        """A new flow; ``share`` is the number of fair shares it claims (its parallel
+        transport connections, :mod:`mfsched.sim.allocation`)."""
         if size_bytes <= 0:
             raise ValueError("flows must carry bytes")
         n = len(self._ids)
@@ -88,7 +91,7 @@ class FluidNetwork:
         self._prio.append(None)
         self._unset += 1
         _put_row(self._links, self._weights, self._ints, self._floats, n, links, weights,
-                 size_bytes)
+                 size_bytes, share)
         if priority is not None:
             self.set_priority(flow_id, priority)
         self.dirty = True
@@ -168,7 +171,8 @@ class FluidNetwork:
             return self.next_completion_s()
         if self.check_invariants:
             allocate_rows(self.capacity, self._links, self._weights, self._ints[_NLINKS],
-                          self._ints[_KEY], self._floats[_CAP], n, self._floats[_RATE])
+                          self._ints[_KEY], self._floats[_CAP], self._floats[_SHARE], n,
+                          self._floats[_RATE])
             self._check()
             return self.next_completion_s()
         return self.now_s + _reallocate(self.capacity, self._links, self._weights, self._ints,
@@ -230,8 +234,8 @@ def _time_to_next(floats, n):
 @njit
 def _reallocate(capacity, links, weights, ints, floats, n):
     """New rates in place; returns the time until the next completion."""
-    allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP], n,
-                  floats[_RATE])
+    allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP],
+                  floats[_SHARE], n, floats[_RATE])
     return _time_to_next(floats, n)
 
 
@@ -263,7 +267,7 @@ def _advance_done(floats, n, dt, time_eps, byte_eps, out):
 
 
 @njit
-def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes):
+def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes, share):
     k = len(row_links)
     for j in range(k):
         links[i, j] = row_links[j]
@@ -274,6 +278,7 @@ def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes
     floats[_REMAINING, i] = size_bytes
     floats[_RATE, i] = 0.0
     floats[_CAP, i] = _INF
+    floats[_SHARE, i] = share
 
 
 @njit
@@ -283,5 +288,5 @@ def _move_row(links, weights, ints, floats, src, dst):
         weights[dst, j] = weights[src, j]
     for r in range(2):
         ints[r, dst] = ints[r, src]
-    for r in range(4):
+    for r in range(_NFLOATS):
         floats[r, dst] = floats[r, src]

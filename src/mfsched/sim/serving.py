@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+import numpy as np
+
 from ..policy.base import Policy
 from ..policy.fair import FairSharing
 from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
@@ -35,7 +37,7 @@ from ..workload.cache import PrefixCaches
 from ..workload.compute import ComputeModel
 from ..workload.deployment import Deployment, Unit
 from ..workload.requests import Request
-from ..workload.router import Route, route_request
+from ..workload.router import Placement, Router
 from ..workload.stages import BatchPlan, Chunk, CollectiveStep, ComputeStep, Member, StagePlanner
 from .engine import Engine, EventKind
 from .topology import Topology
@@ -43,7 +45,7 @@ from .transfer import Transfer
 
 __all__ = ["Cluster", "IsolatedTtft", "Serving", "ServingConfig", "SimStats", "SloFn"]
 
-SloFn = Callable[[Request, Route], float]
+SloFn = Callable[[Request, Placement], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,11 @@ class SimStats:
     delivered_bytes: float
 
 
-def _prepare(topology: Topology, members: Sequence[Member], grouped: bool) -> list[Transfer]:
+def _prepare(topology: Topology, members: Sequence[Member], connections: int,
+             grouped: bool) -> list[Transfer]:
     if grouped:
-        return [Transfer(topology, members)]
-    return [Transfer(topology, [m]) for m in members]
+        return [Transfer(topology, members, connections)]
+    return [Transfer(topology, [m], connections) for m in members]
 
 
 class _Req:
@@ -96,7 +99,7 @@ class _Req:
                  "index", "inflight_chunks", "next_token", "p2d_deadline_s", "p2d_done_s",
                  "p2d_left", "remaining_new", "req", "route", "slo_s", "unit")
 
-    def __init__(self, req: Request, index: int, route: Route, unit: Unit, slo_s: float,
+    def __init__(self, req: Request, index: int, route: Placement, unit: Unit, slo_s: float,
                  evaluated: bool, decode_s: float) -> None:
         self.req = req
         self.index = index
@@ -176,7 +179,8 @@ class Serving:
 
     def __init__(self, cluster: Cluster, policy: Policy, requests: Sequence[Request],
                  slo_fn: SloFn, *, warmup: int, evaluated: int,
-                 forced_routes: dict[int, Route] | None = None, check_invariants: bool = False,
+                 forced_routes: dict[int, Placement] | None = None,
+                 history: Sequence[Request] = (), check_invariants: bool = False,
                  record_flows: bool = False,
                  progress: Callable[[int, int], None] | None = None,
                  engine: Engine | None = None) -> None:
@@ -198,7 +202,13 @@ class Serving:
         self.caches = PrefixCaches(len(self.units),
                                    cluster.kv_cache_tokens_per_unit // block_tokens)
         self.queues: list[deque[_Req]] = [deque() for _ in self.units]
-        self.pending = [0.0] * len(self.units)
+        self.pending = np.zeros(len(self.units))
+        serving = cluster.serving
+        self.router = Router([[u.unit_id for u in inst] for inst in cluster.deployment.instances],
+                             serving.max_batched_tokens, serving.router_overlap_weight,
+                             serving.remote_reuse)
+        self.last_routed = np.full(len(self.units), -1)
+        self._prewarm(history)
         self.busy = [False] * len(cluster.deployment.instances)
         self.next_batch_id = 0
         self.evaluated_done = 0
@@ -233,15 +243,33 @@ class Serving:
 
     # --- arrivals and routing -----------------------------------------------------------------
 
+    def _prewarm(self, history: Sequence[Request]) -> None:
+        """Put what a running service would have cached: route each past request with the
+        router itself and insert its blocks on the chosen unit. No time is simulated; the load
+        the router sees is a proxy: each unit's pending work is what the last round of
+        placements (one per unit) put on it. (Simplification: the past's real queues are not
+        known; with no load at all every request would follow its shared system prompt.)"""
+        recent: deque[tuple[int, int]] = deque()
+        pending = np.zeros(len(self.units))
+        for i, req in enumerate(history):
+            route = self.router.route(req, self.caches, pending, self.last_routed)
+            self.last_routed[route.unit] = i - len(history)
+            new = route.new_tokens(req)
+            pending[route.unit] += new
+            recent.append((route.unit, new))
+            if len(recent) > len(self.units):
+                unit, done = recent.popleft()
+                pending[unit] -= done
+            self.caches.touch(route.unit, req.block_hashes)
+
     def _arrive(self, index: int) -> None:
         req = self.requests[index]
         if index + 1 < len(self.requests):
             self.engine.schedule(self.requests[index + 1].arrival_s, EventKind.ARRIVAL, index + 1)
         route = self.forced.get(req.request_id)
         if route is None:
-            route = route_request(req, self.caches, self.pending,
-                                  self.c.serving.router_overlap_weight,
-                                  self.c.serving.remote_reuse)
+            route = self.router.route(req, self.caches, self.pending, self.last_routed)
+        self.last_routed[route.unit] = index
         unit = self.units[route.unit]
         slo = self.slo_fn(req, route)
         evaluated = self.warmup <= index < self.warmup + self.n_eval
@@ -307,11 +335,12 @@ class Serving:
     def _prepare_batch(self, b: _Batch) -> None:
         topo, grouped = self.c.topology, self.c.serving.grouped_flows
         req_of = {r.req.request_id: r for r in b.reqs}
-        b.reuse = [(req_of[t.request_id], _prepare(topo, t.members, grouped))
+        b.reuse = [(req_of[t.request_id], _prepare(topo, t.members, t.connections, grouped))
                    for t in b.plan.reuse]
-        b.p2d = [(req_of[t.request_id], _prepare(topo, t.members, grouped)) for t in b.plan.p2d]
-        b.collectives = [_prepare(topo, s.members, grouped) if isinstance(s, CollectiveStep)
-                         else None for s in b.plan.steps]
+        b.p2d = [(req_of[t.request_id], _prepare(topo, t.members, t.connections, grouped))
+                 for t in b.plan.p2d]
+        b.collectives = [_prepare(topo, s.members, s.connections, grouped)
+                         if isinstance(s, CollectiveStep) else None for s in b.plan.steps]
         per_layer = sum(len(ts) for _, ts in b.reuse)
         b.reuse_left = [per_layer] * self.model.num_layers
         for r, transfers in b.p2d:
@@ -497,7 +526,7 @@ class IsolatedTtft:
         self.cluster = cluster
         self._memo: dict[tuple, float] = {}
 
-    def __call__(self, req: Request, route: Route) -> float:
+    def __call__(self, req: Request, route: Placement) -> float:
         key = (route.unit, route.remote_unit, req.input_tokens, route.local_tokens,
                route.remote_tokens)
         ttft = self._memo.get(key)

@@ -65,6 +65,9 @@ class Topology:
     capacity_bps: np.ndarray
     intra_server_bps: float  # per-GPU intra-server bandwidth, for TP all-reduce time
     gpu: str
+    # rings NCCL's topology search finds (workload.comm): 1 where one ring already reaches a
+    # GPU's PCIe Gen3 bandwidth, one per NIC on rail-optimised servers
+    nccl_rings: int = 1
     _route: object = field(repr=False, default=None)
     _paths: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, repr=False)
 
@@ -129,7 +132,7 @@ def _build_testbed(c: TestbedConfig) -> Topology:
         return (2 * src, nic(src), nic(dst) + 1, 2 * dst + 1)
 
     return Topology("testbed", c.servers, c.gpus_per_server, names, np.array(caps), pcie, c.gpu,
-                    route)
+                    1, route)
 
 
 def _build_fattree(c: FatTreeConfig) -> Topology:
@@ -149,14 +152,15 @@ def _build_fattree(c: FatTreeConfig) -> Topology:
         return (4 * src + 2, 4 * dst + 3)
 
     return Topology("fattree", c.servers, c.gpus_per_server, names, np.array(caps),
-                    c.nvswitch_bps, c.gpu, route)
+                    c.nvswitch_bps, c.gpu, c.gpus_per_server, route)
 
 
 def scale_bandwidth(topology: Topology, factor: float) -> Topology:
     """The same topology with every link capacity multiplied by ``factor``."""
     return Topology(topology.name, topology.num_servers, topology.gpus_per_server,
                     topology.link_names, topology.capacity_bps * factor,
-                    topology.intra_server_bps * factor, topology.gpu, topology._route)
+                    topology.intra_server_bps * factor, topology.gpu, topology.nccl_rings,
+                    topology._route)
 
 
 def build_topology(config: TestbedConfig | FatTreeConfig) -> Topology:

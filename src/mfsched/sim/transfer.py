@@ -18,10 +18,14 @@ __all__ = ["Transfer"]
 
 
 class Transfer:
-    __slots__ = ("bottleneck_bps", "links", "member_list", "members", "port_bytes", "size",
-                 "total", "weights")
+    """``connections``: how many transport connections each member is striped over; the
+    flow claims that many fair shares on its links (``share``)."""
 
-    def __init__(self, topology: Topology, members: Sequence[Member]) -> None:
+    __slots__ = ("bottleneck_bps", "links", "member_list", "members", "port_bytes", "share",
+                 "size", "total", "weights")
+
+    def __init__(self, topology: Topology, members: Sequence[Member],
+                 connections: int = 1) -> None:
         per_link: dict[int, float] = {}
         for src, dst, size in members:
             for link in topology.path(src, dst):
@@ -34,3 +38,4 @@ class Transfer:
         self.weights = np.fromiter(per_link.values(), dtype=float, count=len(per_link)) / self.size
         self.port_bytes = tuple(per_link.items())
         self.bottleneck_bps = float(topology.capacity_bps[self.links].min())
+        self.share = float(connections)

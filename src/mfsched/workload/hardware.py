@@ -18,13 +18,19 @@ __all__ = ["GPUS", "INTERCONNECTS", "NICS", "GpuSpec", "LinkSpec"]
 
 @dataclass(frozen=True, slots=True)
 class GpuSpec:
-    """Peak dense fp16/bf16 tensor throughput, memory bandwidth and capacity of one GPU."""
+    """Peak dense fp16/bf16 tensor throughput, memory bandwidth and capacity of one GPU.
+
+    ``gpudirect_rdma``: whether NICs can read and write the GPU's memory directly (GPUDirect
+    RDMA: data-center and professional GPUs; GeForce cards lack it, so their network traffic
+    is staged through host memory and GPU-initiated RDMA kernels such as DeepEP's cannot run).
+    """
 
     name: str
-    peak_flops: float  # FLOP/s, dense fp16/bf16 tensor core
+    peak_flops: float  # FLOP/s, dense fp16/bf16 tensor core with fp32 accumulation
     mem_bandwidth_bps: float  # bits/s of HBM/GDDR bandwidth
     mem_bytes: float
     source: str = ""
+    gpudirect_rdma: bool = True
 
     @property
     def mem_bandwidth_bytes_per_s(self) -> float:
@@ -45,10 +51,12 @@ NICS: Registry[LinkSpec] = Registry("NIC")
 INTERCONNECTS: Registry[LinkSpec] = Registry("interconnect")
 
 for _gpu, _help in [
-    # GeForce Ampere runs fp16 tensor math with fp16 accumulation at 71 TFLOP/s (the figure
-    # used here); with fp32 accumulation it is half that. The efficiency factor absorbs it.
+    # GeForce Ampere: 71 TFLOP/s dense fp16 tensor math with fp32 accumulation, which is
+    # what cuBLAS (PyTorch) and vLLM's Triton MoE kernels use; 142 with fp16 accumulation.
     (GpuSpec("rtx3090", tflops(71.0), gb_per_s(936.0), gib(24),
-             "NVIDIA GA102 whitepaper: 71 TFLOP/s fp16 tensor (dense), 936 GB/s GDDR6X"),
+             "NVIDIA GA102 whitepaper, appendix A: 71 TFLOP/s fp16 tensor with fp32 accumulate "
+             "(dense), 936 GB/s GDDR6X; GPUDirect RDMA is not supported on GeForce",
+             gpudirect_rdma=False),
      "GeForce RTX 3090 24 GB (the paper's testbed)"),
     (GpuSpec("a100", tflops(312.0), gb_per_s(2039.0), gib(80),
              "NVIDIA A100 datasheet (SXM4 80GB): 312 TFLOP/s bf16 dense, 2039 GB/s"),

@@ -7,7 +7,9 @@ Every formula lives in one function here, each with a hand-computed test in
 * :func:`attention_flops` — QKV/O projections plus the causal quadratic score/value term.
 * :func:`ffn_flops_per_token` — dense SwiGLU FFN, or routed experts + router + shared MLP.
 * :func:`flops_per_token_per_layer` — the two above for one token at a given context length.
-* :func:`a2a_bytes_per_token` — EP dispatch (or combine) volume of one token in one layer.
+* :func:`a2a_bytes_per_token` — routed EP dispatch (or combine) volume of one token in one layer.
+* :func:`allgather_dispatch_bytes_per_token` — what one token contributes to vLLM's
+  all-gather dispatch (hidden state plus top-k weights and ids).
 
 Specs are public model configs (Hugging Face ``config.json`` or the vendor's model card);
 ``source`` names where each came from. Callers: :mod:`mfsched.workload.compute` (layer time),
@@ -24,6 +26,7 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "a2a_bytes_per_token",
+    "allgather_dispatch_bytes_per_token",
     "attention_flops",
     "attention_weight_bytes",
     "causal_context_sum",
@@ -148,6 +151,24 @@ def a2a_bytes_per_token(m: ModelSpec) -> int:
     if not m.is_moe:
         return 0
     return m.hidden_size * m.experts_per_token * m.dtype_bytes
+
+
+# vLLM's fused top-k returns fp32 weights and int32 expert ids.
+_TOPK_WEIGHT_BYTES = 4
+_TOPK_ID_BYTES = 4
+
+
+def allgather_dispatch_bytes_per_token(m: ModelSpec) -> int:
+    """Bytes one token adds to vLLM's all-gather EP dispatch (``allgather_reducescatter``).
+
+    ``AgRsAll2AllManager.dispatch`` gathers the token's hidden state (hidden x dtype bytes)
+    with its top-k weights (fp32) and expert ids (int32); every EP rank receives it, whatever
+    experts it picked. Combine reduce-scatters hidden x dtype bytes per token. Dense: 0.
+    """
+    if not m.is_moe:
+        return 0
+    return m.hidden_size * m.dtype_bytes + m.experts_per_token * (_TOPK_WEIGHT_BYTES
+                                                                   + _TOPK_ID_BYTES)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

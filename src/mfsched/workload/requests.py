@@ -44,13 +44,14 @@ def prefix_hit_tokens(request: Request, hit_blocks: int) -> int:
     return min(hit_blocks * request.block_tokens, request.input_tokens)
 
 
-def ideal_reuse_ratio(requests: Iterable[Request]) -> float:
-    """Fraction of prompt tokens whose KV an infinite, shared prefix cache would hold.
+def ideal_reuse_ratio(requests: Iterable[Request], seen: set[int] | None = None) -> float:
+    """Fraction of prompt tokens whose KV an infinite, shared prefix cache would hold
+    (already holding the blocks in ``seen``, e.g. those of a stream's history).
 
     This is how "prompt reuse" is quoted for the paper's workloads (about 50% for QwenA-Conv,
     65% for QwenB-Agent).
     """
-    seen: set[int] = set()
+    seen = set() if seen is None else set(seen)
     hit = total = 0
     for r in requests:
         blocks = 0

@@ -9,7 +9,10 @@ fetch and Stage-3 P2D transfer. A *member* is one point-to-point transfer
 Layer structure per model family (step 0 always produces the layer's KV, so the layer's P2D
 flows start when step 0 ends):
 
-* MoE (DP attention + EP): attention -> EP dispatch -> experts -> EP combine.
+* MoE (DP attention + EP): attention -> EP dispatch -> experts -> EP combine. How dispatch
+  and combine move bytes depends on :class:`~mfsched.workload.comm.CommModel`: a routed
+  all-to-all (a mesh of pairs) or vLLM's all-gather / reduce-scatter (NCCL rings over every
+  GPU of the instance).
 * Dense with SP: attention -> SP KV all-gather -> FFN (the all-gather is placed between the
   two compute steps; in ring/Ulysses attention it overlaps the attention core, but what matters
   for the network is that it blocks the rest of the layer).
@@ -17,17 +20,23 @@ flows start when step 0 ends):
 
 TP all-reduces inside a server are added to compute time (NVLink/PCIe, no NIC contention, as
 the paper assumes); a TP group that spans servers gets ring all-reduce collectives instead.
+
+Every collective step and KV transfer says over how many transport connections each member is
+striped (``connections``): NCCL channels for rings, the KV transfer engine's queue pairs for
+Stage 1 and 3. The network model gives a member that many fair shares on its links.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .comm import CommModel
 from .compute import ComputeModel, tp_allreduce_s
 from .deployment import Deployment, Unit
 from .models import (
     a2a_bytes_per_token,
+    allgather_dispatch_bytes_per_token,
     attention_flops,
     attention_weight_bytes,
     expert_weight_bytes,
@@ -75,16 +84,20 @@ class ComputeStep:
 
 @dataclass(frozen=True, slots=True)
 class CollectiveStep:
-    """A blocking Stage-2 collective."""
+    """A blocking Stage-2 collective; each member striped over ``connections`` connections."""
 
     name: str
     members: tuple[Member, ...]
+    connections: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class RequestTransfer:
+    """One request's KV transfer of one layer; each member over ``connections`` connections."""
+
     request_id: int
     members: tuple[Member, ...]
+    connections: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,7 @@ class StagePlanner:
     deployment: Deployment
     compute: ComputeModel
     intra_server_bytes_per_s: float
+    comm: CommModel = field(default_factory=CommModel)
 
     def plan(self, instance_id: int, chunks: Sequence[Chunk]) -> BatchPlan:
         units = self.deployment.instances[instance_id]
@@ -123,9 +137,10 @@ class StagePlanner:
         cross_tp = self._tp_crosses_servers(units[0])
         attn = ComputeStep("attention", self._attention_s(units, chunks, tokens, cross_tp))
         if self.deployment.model.is_moe:
-            steps = [attn, self._dispatch(units, tokens, reverse=False),
+            ep = self._ring_ep if self.comm.ep_backend == "allgather" else self._dispatch
+            steps = [attn, ep(units, tokens, reverse=False),
                      ComputeStep("experts", self._moe_ffn_s(tokens, cross_tp)),
-                     self._dispatch(units, tokens, reverse=True)]
+                     ep(units, tokens, reverse=True)]
         else:
             ffn = ComputeStep("ffn", self._dense_ffn_s(tokens, cross_tp))
             steps = [attn, self._sp_allgather(units, tokens), ffn] if par.sp > 1 else [attn, ffn]
@@ -203,7 +218,37 @@ class StagePlanner:
                 for t in range(par.tp):
                     src, dst = (ub.gpus[t], ua.gpus[t]) if reverse else (ua.gpus[t], ub.gpus[t])
                     members.append((src, dst, per_lane))
-        return CollectiveStep("ep-combine" if reverse else "ep-dispatch", tuple(members))
+        return CollectiveStep("ep-combine" if reverse else "ep-dispatch", tuple(members),
+                              self.comm.mesh_connections)
+
+    def _ring_ep(self, units, tokens, reverse: bool) -> CollectiveStep:
+        """vLLM's all-gather dispatch (``reverse``: reduce-scatter combine) as NCCL runs it:
+        grouped broadcasts (reduces), one rooted at every GPU of the instance, along one ring
+        over the instance's GPUs. GPU g holds its unit's tokens / tp (sequence-parallel MoE
+        when tp > 1). On edge r -> r+1 the all-gather carries every shard but r+1's (whose
+        chain ends at r), the reduce-scatter every shard but r's (whose chain starts at r+1).
+        """
+        m, tp = self.deployment.model, self.deployment.parallelism.tp
+        ring = [g for u in units for g in u.gpus]
+        per_token = m.hidden_size * m.dtype_bytes if reverse else \
+            allgather_dispatch_bytes_per_token(m)
+        shard = [tokens[k] / tp * per_token for k, u in enumerate(units) for _ in u.gpus]
+        name = "ep-reducescatter" if reverse else "ep-allgather"
+        n = len(ring)
+        members: list[Member] = []
+        if not self.comm.ring_collectives:  # the mesh reading: each shard straight to its ranks
+            for i in range(n):
+                for j in range(n):
+                    src, dst, size = (j, i, shard[i]) if reverse else (i, j, shard[i])
+                    if i != j and size > 0:
+                        members.append((ring[src], ring[dst], size))
+            return CollectiveStep(name, tuple(members), self.comm.mesh_connections)
+        total = sum(shard)
+        for i in range(n if n > 1 else 0):
+            size = total - (shard[i] if reverse else shard[(i + 1) % n])
+            if size > 0:
+                members.append((ring[i], ring[(i + 1) % n], size))
+        return CollectiveStep(name, tuple(members), self.comm.ring_channels)
 
     def _sp_allgather(self, units, tokens) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
@@ -218,7 +263,7 @@ class StagePlanner:
                         for t in range(par.tp):
                             members.append((u.gpus[s * par.tp + t], u.gpus[s2 * par.tp + t],
                                             shard))
-        return CollectiveStep("sp-allgather", tuple(members))
+        return CollectiveStep("sp-allgather", tuple(members), self.comm.mesh_connections)
 
     def _tp_ring(self, units, tokens, name: str) -> CollectiveStep:
         m, par = self.deployment.model, self.deployment.parallelism
@@ -232,7 +277,7 @@ class StagePlanner:
                 ring = u.gpus[s * par.tp:(s + 1) * par.tp]
                 for i, g in enumerate(ring):
                     members.append((g, ring[(i + 1) % len(ring)], size))
-        return CollectiveStep(name, tuple(members))
+        return CollectiveStep(name, tuple(members), self.comm.ring_channels)
 
     # --- Stage 1 and Stage 3 -----------------------------------------------------------------
 
@@ -245,12 +290,13 @@ class StagePlanner:
             if c.p2d_tokens > 0:
                 share = c.p2d_tokens * kv / g
                 p2d.append(RequestTransfer(c.request_id, tuple(
-                    (src, dst, share) for src, dst in zip(u.gpus, u.decode_gpus, strict=True))))
+                    (src, dst, share) for src, dst in zip(u.gpus, u.decode_gpus, strict=True)),
+                    self.comm.kv_connections))
             if c.reuse_tokens > 0 and c.reuse_unit is not None:
                 share = c.reuse_tokens * kv / g
                 reuse.append(RequestTransfer(c.request_id, tuple(
                     (src, dst, share) for src, dst in zip(c.reuse_unit.gpus, u.gpus,
-                                                          strict=True))))
+                                                          strict=True)), self.comm.kv_connections))
         return tuple(reuse), tuple(p2d)
 
 
