@@ -92,9 +92,8 @@ def attainment_figure(data: ExperimentData) -> bytes:
     seeds = len(data.seeds())
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(len(handles), 7), fontsize=8, frameon=False)
-    fig.suptitle(f"{data.experiment.figure}: seed mean"
-                 + (f", band = range over {seeds} seeds" if seeds > 1 else ", one seed"),
-                 fontsize=9)
+    fig.suptitle(f"{data.experiment.figure}: " + (
+        f"mean of {seeds} seeds, band = their range" if seeds > 1 else "one seed"), fontsize=9)
     return _png(fig)
 
 
