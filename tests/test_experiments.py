@@ -269,10 +269,11 @@ def _wait_for_points(folder: Path, proc: subprocess.Popen, at_least: int) -> Non
     pytest.fail("no point finished within 120 s")
 
 
-@pytest.mark.parametrize("how", ["kill", "interrupt"])
+@pytest.mark.parametrize("how", ["kill", "ctrl-c", "sigint-to-driver"])
 def test_interrupted_sweep_resumes_only_the_missing_points(tmp_path, how):
-    """Kill (SIGKILL, serial) or interrupt (Ctrl-C to the process group, two worker processes)
-    a sweep mid-way; --resume runs only the missing points and the final table equals an
+    """Kill (SIGKILL, serial) or interrupt (Ctrl-C: SIGINT to the process group; or SIGINT to
+    the driver alone; two worker processes) a sweep mid-way: an interrupt ends at once, with no
+    worker left behind; --resume runs only the missing points and the final table equals an
     uninterrupted run's, point for point."""
     toml = tiny(tmp_path, requests=60)
     out = tmp_path / "run"
@@ -283,16 +284,24 @@ def test_interrupted_sweep_resumes_only_the_missing_points(tmp_path, how):
                             start_new_session=True)
     try:
         _wait_for_points(out / "points", proc, 1)
-        os.killpg(proc.pid, signal.SIGKILL if how == "kill" else signal.SIGINT)
+        if how == "sigint-to-driver":
+            workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                     text=True).stdout.split()
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL if how == "kill" else signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    if how == "interrupt":
+    if how == "kill":
+        assert proc.returncode == -signal.SIGKILL
+    else:
         assert proc.returncode == 130, stderr
         assert "run the same command with --resume" in stderr and "Traceback" not in stderr
-    else:
-        assert proc.returncode == -signal.SIGKILL
+    if how == "sigint-to-driver":
+        time.sleep(0.5)
+        assert workers and not [w for w in workers if Path(f"/proc/{w}").exists()]
     finished = {p.name: p.stat().st_mtime_ns for p in summaries(out / "points")}
     assert 1 <= len(finished) < 6, "the sweep was not interrupted mid-way"
     assert not (out / "results.parquet").exists()

@@ -14,8 +14,9 @@ streams results to disk there, so whatever finished is kept if the run is interr
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
 
 The first failing item stops the run: pending items are cancelled and the exception propagates
-(results handed to ``on_result`` before that are kept). Ctrl-C at a terminal reaches the pool's
-workers too; they end silently and the driver's ``KeyboardInterrupt`` propagates.
+(results handed to ``on_result`` before that are kept). On an interrupt the pool's workers are
+stopped (Ctrl-C at a terminal reaches them too; they end silently) and the driver's
+``KeyboardInterrupt`` propagates.
 
 ``EXECUTORS`` is the registry; a new backend is one function with :data:`ExecuteFn`'s signature
 and one ``EXECUTORS.add`` line.
@@ -24,6 +25,7 @@ and one ``EXECUTORS.add`` line.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -80,6 +82,7 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         for i, item in enumerate(items):
             on_result(i, fn(item))
         return
+    others = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_quiet_interrupt)
     try:
         pending: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
@@ -88,9 +91,12 @@ def _process(fn, items, jobs, _address, on_result) -> None:
             for fut in done:
                 on_result(pending.pop(fut), fut.result())
     except BaseException:
-        # an error or Ctrl-C: drop what has not started and do not wait for what runs (a Ctrl-C
-        # at a terminal reaches the workers too; their unfinished points are redone on resume)
+        # an error or an interrupt: drop what has not started and stop what runs (its points are
+        # redone on resume); a signal sent to the driver alone would otherwise leave the exit
+        # waiting for every running point
         pool.shutdown(wait=False, cancel_futures=True)
+        for worker in set(multiprocessing.active_children()) - others:
+            worker.terminate()
         raise
     pool.shutdown(wait=True)
 
