@@ -172,9 +172,10 @@ def report(
     results_dir: Annotated[Path, typer.Argument(
         help="A results directory of 'mfsched reproduce', or a folder holding several.")],
     out: Annotated[Path | None, typer.Option(
-        help="Where to write report.html and the PNGs. Default: RESULTS_DIR/report.")] = None,
+        help="Where to write report.html, report.md and figures/*.png. Default: "
+             "RESULTS_DIR/report.")] = None,
 ) -> None:
-    """Write an HTML report (figures embedded, PNGs beside it) of reproduced experiments.
+    """Write an HTML report (figures embedded, PNGs beside it, and report.md) of reproduced experiments.
 
     Per experiment: SLO attainment against rate (one panel per model, one line per scheduler, the contention-free reference dashed, the seeds' range as a band), the sustainable-rate table with MFS / Karuna, the breakdowns of Figs. 14-15, and the paper's stated numbers next to ours.
     """  # noqa: E501
