@@ -81,6 +81,9 @@ def attainment_figure(data: ExperimentData) -> bytes:
                     ax.fill_between(c.rates, c.low, c.high, color=st["color"], alpha=0.15,
                                     linewidth=0)
             ax.set_title(f"{m} | {w}", fontsize=9)
+            rates = data.rates(m, w)
+            if len(rates) <= 12:  # a tick per swept rate (also right for a single point)
+                ax.set_xticks(rates, [f"{r:g}" for r in rates])
             ax.set_ylim(-0.02, 1.02)
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("request rate per GPU (req/s)", fontsize=8)
