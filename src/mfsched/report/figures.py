@@ -94,7 +94,7 @@ def attainment_figure(data: ExperimentData) -> bytes:
             axes[i][j].set_visible(False)
     seeds = len(data.seeds())
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=min(len(handles), 7), fontsize=8, frameon=False)
+               ncols=min(len(handles), 3 * ncols), fontsize=8, frameon=False)
     fig.suptitle(f"{data.experiment.figure}: " + (
         f"mean of {seeds} seeds, band = their range" if seeds > 1 else "one seed"), fontsize=9)
     return _png(fig)
