@@ -9,7 +9,7 @@ from mfsched.experiments.config import SimConfig
 from mfsched.policy.fair import FairSharing
 from mfsched.sim.serving import Serving, ServingConfig
 from mfsched.workload.requests import Request
-from mfsched.workload.router import Placement
+from mfsched.workload.router import Routing
 
 
 def _cluster(grouped: bool):
@@ -24,7 +24,7 @@ def test_symmetric_batch_is_identical():
     the slowest edge, as a pipelined ring does; as separate flows the fast edges would finish
     early, which a ring cannot. The group is the faithful mode there.)"""
     reqs = [Request(i, 0.0, 700, 1) for i in range(8)]
-    routes = {i: Placement(unit=i, local_tokens=0, remote_unit=-1, remote_tokens=0)
+    routes = {i: Routing(unit=i, local_tokens=0, remote_unit=-1, remote_tokens=0)
               for i in range(8)}
     ttfts = {}
     for grouped in (True, False):

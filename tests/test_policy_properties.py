@@ -9,7 +9,7 @@ from mfsched.policy import make_policy
 from mfsched.policy.mfs import MFS
 from mfsched.sim.serving import IsolatedTtft, Serving
 from mfsched.workload.requests import Request
-from mfsched.workload.router import Placement
+from mfsched.workload.router import Routing
 
 CLUSTER = runner.build_cluster(SimConfig())
 
@@ -50,7 +50,7 @@ def test_mfs_promotion_is_monotone_and_levels_bounded(seed, rate, workload, leve
 ISOLATED = IsolatedTtft(CLUSTER)
 
 
-def _solo_ttft(name: str, req: Request, route: Placement, slo_s: float | None = None) -> float:
+def _solo_ttft(name: str, req: Request, route: Routing, slo_s: float | None = None) -> float:
     """TTFT of ``req`` alone; its SLO is the simulator's default (3 x isolated FS TTFT)."""
     slo = 3 * ISOLATED(req, route) if slo_s is None else slo_s
     sim = Serving(CLUSTER, make_policy(name), [req], lambda _r, _rt: slo, warmup=0,
@@ -67,7 +67,7 @@ def test_single_request_mfs_not_worse_than_fs(tokens, local, remote, unit, remot
     local_tokens = int(tokens * local)
     remote_tokens = 0 if remote_unit == unit else min(int(tokens * remote),
                                                        tokens - 1 - local_tokens)
-    route = Placement(unit, local_tokens, remote_unit if remote_tokens > 0 else -1,
+    route = Routing(unit, local_tokens, remote_unit if remote_tokens > 0 else -1,
                   max(remote_tokens, 0))
     req = Request(0, 0.0, tokens, 1)
     fs, mfs = _solo_ttft("fs", req, route), _solo_ttft("mfs", req, route)
@@ -81,7 +81,7 @@ def test_regression_hopeless_single_request():
     FS. Fixed by not promoting flows whose MLU exceeds 1 (out of reach: the "black hole");
     docs/design.md."""
     req = Request(0, 0.0, 4030, 1)
-    route = Placement(0, 0, -1, 0)
+    route = Routing(0, 0, -1, 0)
     fs = _solo_ttft("fs", req, route, slo_s=0.3)
     mfs = _solo_ttft("mfs", req, route, slo_s=0.3)
     assert mfs <= fs * 1.001

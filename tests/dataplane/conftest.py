@@ -1,10 +1,12 @@
 """Harness for data-plane tests: in-process daemons on a background event loop, a blocking
-control-socket client, and the netns gate (root + a kernel with namespaces, veth, bridge, HTB)."""
+control-socket client, the netns gate (root + a kernel with namespaces, veth, bridge, HTB) and
+small helpers of the namespace tests (layout, driver, flows, stats)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,12 @@ import pytest
 from mfsched.dataplane import protocol
 from mfsched.dataplane.coordinator import Coordinator
 from mfsched.dataplane.daemon import Daemon, DaemonConfig
+from mfsched.dataplane.engine import Placement
+from mfsched.dataplane.limits import ControlLimits
+from mfsched.dataplane.netns import payload_to_htb_rate
+from mfsched.dataplane.testbed import Layout
 from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
+from mfsched.policy.types import FlowInfo, Stage
 
 
 class Client(protocol.BlockingClient):
@@ -31,7 +38,8 @@ class MemoryCluster:
     event loop. Addresses are m.<server>.<10+nic>."""
 
     def __init__(self, tmp: Path, servers: int, nics: int = 1, gpus_per_server: int = 4,
-                 coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9) -> None:
+                 coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9,
+                 control_limits: ControlLimits | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -42,7 +50,8 @@ class MemoryCluster:
         self.daemons = [
             Daemon(DaemonConfig(h, self.paths[h], nics=nics, gpus_per_server=gpus_per_server,
                                 address_base="m", pcie_bytes_per_s=pcie,
-                                coordinator_path=self.coord_path),
+                                coordinator_path=self.coord_path,
+                                control_limits=control_limits or ControlLimits()),
                    lambda addrs, ev: MemoryTransport(self.fabric, addrs, ev))
             for h in range(servers)]
         if self.coordinator is not None:
@@ -58,9 +67,7 @@ class MemoryCluster:
             for d in self.daemons:
                 await d.stop()
             if self.coordinator is not None:
-                self.coordinator._server.close()
-                for w in list(self.coordinator.daemons):
-                    w.close()
+                self.coordinator.close()
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in others:
                 t.cancel()
@@ -102,3 +109,37 @@ def netns_ok():
     reason = netns_unavailable()
     if reason is not None:
         pytest.skip(reason)
+
+
+# --- helpers of the namespace tests -----------------------------------------------------------
+
+
+def netns_layout(servers: int, rate_bps: float = 200e6) -> Layout:
+    """``servers`` emulated servers with one NIC of ``rate_bps`` payload and 4 GPUs each."""
+    return Layout(servers, 1, 4, rate_bps, payload_to_htb_rate(rate_bps, 9000), 1e9,
+                  Placement(servers, 4, (0,)))
+
+
+def driver(path: str, hello: bool = True, timeout_s: float = 30) -> Client:
+    """A client of a daemon's control socket, greeted as the driver of an fs run."""
+    c = Client(path, timeout_s=timeout_s)
+    if hello:
+        c.send({"type": "hello", "role": "driver", "run_id": "t", "scheduler": "fs",
+                "num_levels": 8, "epoch_s": time.monotonic(), "time_scale": 1.0,
+                "byte_scale": 1.0})
+        c.recv_type("welcome")
+    return c
+
+
+def flow_info(fid: int, size: float) -> FlowInfo:
+    return FlowInfo(fid, Stage.COLLECTIVE, 1, (1,), 0, 0, size, size, 1, ((0, size),), 2e8,
+                    None, 0.0)
+
+
+def daemon_stats(path: str) -> dict[str, float]:
+    c = Client(path)
+    c.send({"type": "hello", "role": "probe", "run_id": "p"})
+    c.send({"type": "stats"})
+    out = dict(c.recv_type("stats_reply")["stats"])
+    c.close()
+    return out

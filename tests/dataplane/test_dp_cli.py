@@ -34,12 +34,23 @@ def test_relative_error_and_comparison_rows():
     (["testbed", "--window-kib", "1", "--chunk-kib", "32"], "window >= chunk"),
     (["compare", "--scheduler", "nope"], "unknown scheduler 'nope'"),
     (["net", "clean", "--prefix", "x-"], "refusing to clean"),
+    (["testbed", "--key-file", "/no/such/key"], "/no/such/key: cannot open the key file"),
+    (["testbed", "--key-file", "k", "--no-auth"], "--key-file and --no-auth exclude each other"),
 ])
 def test_bad_options_are_one_line_errors(args, fragment):
     res = dp(*args)
     assert res.returncode == 2, res.stderr
     assert fragment in res.stderr and res.stderr.startswith("mfsched: error: ")
     assert "Traceback" not in res.stderr
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path):
+    key = tmp_path / "run.key"
+    key.write_text("ab" * 32)
+    key.chmod(0o644)
+    res = dp("testbed", "--key-file", str(key))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{key}: readable or writable by others (mode 0644); chmod 600 it" in res.stderr
 
 
 @pytest.mark.netns

@@ -83,6 +83,25 @@ def test_bad_messages_get_errors_and_the_daemon_keeps_serving(memory_cluster):
     assert stats["errors"] >= 6 and stats["completions"] == 1
 
 
+def test_pending_flows_per_client_are_limited(memory_cluster):
+    from mfsched.dataplane.limits import ControlLimits
+
+    mc = memory_cluster(servers=2, delay_s=0.5,
+                        control_limits=ControlLimits(max_pending_flows_per_client=3))
+    c = _driver(mc.paths[0])
+    for fid in range(1, 5):  # each takes 0.5 s to be acknowledged: the 4th is one too many
+        c.send(protocol.flow_msg(_flow(fid), [(0, 0, 4, 1000.0)]))
+    err = c.recv_type("error")
+    assert err["in_reply_to"] == "submit"
+    assert "3 flows of this client are pending (limit 3)" in err["reason"]
+    assert {c.recv_type("completion")["flow_id"] for _ in range(3)} == {1, 2, 3}
+    c.send(protocol.flow_msg(_flow(4), [(0, 0, 4, 1000.0)]))  # room again
+    assert c.recv_type("completion")["flow_id"] == 4
+    c.send({"type": "stats"})
+    stats = dict(c.recv_type("stats_reply")["stats"])
+    assert stats["guard.flows_refused"] == 1 and stats["completions"] == 4
+
+
 def test_policy_decides_priorities_mfs_needs_its_context(memory_cluster):
     mc = memory_cluster(servers=2)
     c = _driver(mc.paths[0], scheduler="mfs")

@@ -14,10 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Client
+from conftest import daemon_stats, driver, flow_info, netns_layout
 
 from mfsched.dataplane import protocol
-from mfsched.dataplane.engine import Placement
 from mfsched.dataplane.netns import (
     FabricSpec,
     class_stats,
@@ -26,39 +25,11 @@ from mfsched.dataplane.netns import (
     list_namespaces,
     payload_to_htb_rate,
 )
-from mfsched.dataplane.testbed import EmulationConfig, Layout, processes, run_one
-from mfsched.policy.types import FlowInfo, Stage
+from mfsched.dataplane.testbed import EmulationConfig, processes, run_one
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("netns_ok")]
 
 MB = 1 << 20
-
-
-def _layout(servers: int, rate_bps: float = 200e6) -> Layout:
-    return Layout(servers, 1, 4, rate_bps, payload_to_htb_rate(rate_bps, 9000), 1e9,
-                  Placement(servers, 4, (0,)))
-
-
-def _driver(path: str) -> Client:
-    c = Client(path, timeout_s=30)
-    c.send({"type": "hello", "role": "driver", "run_id": "t", "scheduler": "fs",
-            "num_levels": 8, "epoch_s": time.monotonic(), "time_scale": 1.0, "byte_scale": 1.0})
-    c.recv_type("welcome")
-    return c
-
-
-def _flow(fid: int, size: float) -> FlowInfo:
-    return FlowInfo(fid, Stage.COLLECTIVE, 1, (1,), 0, 0, size, size, 1, ((0, size),), 2e8,
-                    None, 0.0)
-
-
-def _stats(path: str) -> dict[str, float]:
-    c = Client(path)
-    c.send({"type": "hello", "role": "probe", "run_id": "p"})
-    c.send({"type": "stats"})
-    out = dict(c.recv_type("stats_reply")["stats"])
-    c.close()
-    return out
 
 
 def test_fabric_is_built_and_cleaned_up():
@@ -76,18 +47,18 @@ def test_fabric_is_built_and_cleaned_up():
 
 def test_broken_tcp_connection_resumes_and_every_byte_arrives_once(tmp_path):
     with fabric(FabricSpec(servers=2, nic_rate_bps=payload_to_htb_rate(200e6, 9000))) as fab, \
-            processes(fab, _layout(2), EmulationConfig(coordinator=False), tmp_path):
-        c = _driver(str(tmp_path / "daemon0.sock"))
+            processes(fab, netns_layout(2), EmulationConfig(coordinator=False), tmp_path):
+        c = driver(str(tmp_path / "daemon0.sock"))
         size = 24 * MB  # about 1 s at 200 Mbit/s
-        c.send(protocol.flow_msg(_flow(1, size), [(0, 0, 4, float(size))]))
+        c.send(protocol.flow_msg(flow_info(1, size), [(0, 0, 4, float(size))]))
         time.sleep(0.4)
         killed = subprocess.run(["ip", "netns", "exec", fab.host_ns(0), "ss", "-K", "dst",
                                  fab.address(1, 0), "dport", "=", "7411"],
                                 capture_output=True, text=True)
         assert fab.address(1, 0) in killed.stdout  # a live connection was destroyed
         assert c.recv_type("completion")["flow_id"] == 1
-        sender, receiver = _stats(str(tmp_path / "daemon0.sock")), \
-            _stats(str(tmp_path / "daemon1.sock"))
+        sender, receiver = daemon_stats(str(tmp_path / "daemon0.sock")), \
+            daemon_stats(str(tmp_path / "daemon1.sock"))
     assert sender["transport.reconnects"] >= 1 and sender["transport.chunks_resent"] >= 1
     assert receiver["transport.bytes_delivered"] == size  # every byte, once
     assert receiver["transport.members_complete"] == 1 and receiver["transport.chunks_bad"] == 0
@@ -95,9 +66,9 @@ def test_broken_tcp_connection_resumes_and_every_byte_arrives_once(tmp_path):
 
 def test_malformed_and_oversized_control_messages_are_rejected(tmp_path):
     with fabric(FabricSpec(servers=1)) as fab, \
-            processes(fab, _layout(1), EmulationConfig(coordinator=False), tmp_path):
+            processes(fab, netns_layout(1), EmulationConfig(coordinator=False), tmp_path):
         path = str(tmp_path / "daemon0.sock")
-        c = Client(path)
+        c = driver(path, hello=False)
         c.send_raw(b"\x00\x00\x00\x03abc")
         assert "not valid UTF-8 JSON" in c.recv_type("error")["reason"]
         c.send({"type": "submit", "flow_id": "x"})
@@ -107,20 +78,20 @@ def test_malformed_and_oversized_control_messages_are_rejected(tmp_path):
         assert "exceeds" in c.recv_type("error")["reason"]
         c.send({"type": "stats"})  # same connection, still in sync
         assert c.recv_type("stats_reply")
-        assert _stats(path)["errors"] == 3
+        assert daemon_stats(path)["errors"] == 3
 
 
 def test_one_thousand_concurrent_flows_through_one_daemon(tmp_path):
     with fabric(FabricSpec(servers=4, nic_rate_bps=payload_to_htb_rate(400e6, 9000))) as fab, \
-            processes(fab, _layout(4, 400e6), EmulationConfig(coordinator=False), tmp_path):
-        c = _driver(str(tmp_path / "daemon0.sock"))
+            processes(fab, netns_layout(4, 400e6), EmulationConfig(coordinator=False), tmp_path):
+        c = driver(str(tmp_path / "daemon0.sock"))
         size = 40_000
         started = time.monotonic()
         for fid in range(1, 1001):
-            c.send(protocol.flow_msg(_flow(fid, size), [(0, fid % 4, 4 + fid % 12, size)]))
+            c.send(protocol.flow_msg(flow_info(fid, size), [(0, fid % 4, 4 + fid % 12, size)]))
         done = {c.recv_type("completion")["flow_id"] for _ in range(1000)}
         elapsed = time.monotonic() - started
-        delivered = sum(_stats(str(tmp_path / f"daemon{h}.sock"))["transport.bytes_delivered"]
+        delivered = sum(daemon_stats(str(tmp_path / f"daemon{h}.sock"))["transport.bytes_delivered"]
                         for h in (1, 2, 3))
     assert done == set(range(1, 1001))
     assert delivered == 1000 * size

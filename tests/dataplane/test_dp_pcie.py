@@ -44,3 +44,12 @@ def test_strict_priority_then_promotion_and_rate_cap():
     assert lanes.remaining(0.5, (2, 0)) == pytest.approx(50.0)
     lanes.set_cap(0.5, (1, 0), 40.0)  # paced: the other one takes the rest
     assert (lanes.rate((1, 0)), lanes.rate((2, 0))) == pytest.approx((40.0, 60.0))
+
+
+def test_shares_weight_members_like_connections():
+    """A member striped over 2 connections gets twice a 1-connection member's rate on GPU 0's
+    out-link: 2r + r = 100."""
+    lanes = PcieLanes(100.0, 4)
+    lanes.add(0.0, (1, 0), 0, 1, 100.0, share=2)
+    lanes.add(0.0, (2, 0), 0, 2, 100.0)
+    assert (lanes.rate((1, 0)), lanes.rate((2, 0))) == pytest.approx((200 / 3, 100 / 3))

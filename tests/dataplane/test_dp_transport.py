@@ -10,14 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mfsched.dataplane.sender import MemberTx, SenderConfig, SendScheduler
-from mfsched.dataplane.transport import (
+from mfsched.dataplane.transport import MemoryFabric, MemoryTransport
+from mfsched.dataplane.wire import (
     STATUS_BAD,
     STATUS_OK,
     ChunkKey,
-    MemoryFabric,
-    MemoryTransport,
     PayloadPattern,
-    Placement,
+    Route,
     RxLedger,
     TransportStats,
     add_interval,
@@ -57,7 +56,7 @@ def test_ledger_verifies_and_deduplicates():
     assert ledger.receive(k2, 150, c2 ^ 1, d2)[0] == STATUS_BAD  # wrong checksum
     assert ledger.receive(k2, 150, c2, d2) == (STATUS_OK, 50, True)
     assert ledger.receive(k2, 150, c2, d2) == (STATUS_OK, 0, False)
-    assert ledger.delivered(5, 0) == 150
+    assert ledger.is_complete(5, 0) and ledger.delivered(5, 0) == 0  # no longer open
     s = ledger.stats
     assert (s.bytes_delivered, s.bytes_duplicate, s.chunks_bad, s.members_complete) == \
         (150, 150, 2, 1)
@@ -65,7 +64,7 @@ def test_ledger_verifies_and_deduplicates():
 
 class Events:
     def __init__(self):
-        self.acked: list[tuple[Placement, ChunkKey]] = []
+        self.acked: list[tuple[Route, ChunkKey]] = []
         self.failed: list[ChunkKey] = []
         self.received: dict[tuple[int, int], int] = {}
         self.complete: list[tuple[int, int]] = []
@@ -94,7 +93,7 @@ async def _pair(delay=0.0):
 def test_memory_transport_break_resends_and_receiver_gets_bytes_once():
     async def go():
         a, b, ea, eb = await _pair(delay=0.01)
-        route = Placement("a", "b", 3)
+        route = Route("a", "b", 3)
         total = 10 * 4096
         for i in range(10):
             a.send(route, ChunkKey(1, 0, i * 4096, 4096), total)
@@ -113,7 +112,7 @@ def test_memory_transport_break_resends_and_receiver_gets_bytes_once():
 
 class FakeTransport:
     def __init__(self):
-        self.sent: list[tuple[Placement, ChunkKey]] = []
+        self.sent: list[tuple[Route, ChunkKey]] = []
 
     def send(self, route, key, total):
         self.sent.append((route, key))
@@ -147,6 +146,21 @@ def test_strict_priority_round_robin_and_window():
         assert [m.flow_id for m in done] == [2, 3]
         s.pump()
         assert [k.flow_id for _, k in t.sent[4:]] == [1, 1, 1, 1]
+
+    asyncio.run(go())
+
+
+def test_a_member_with_two_connections_sends_two_chunks_per_turn():
+    """Weighted round robin: shares 2 and 1 in one class send chunks 2:1."""
+    async def go():
+        s, t, _done = _sched(window=6144)
+        two = MemberTx(1, 0, 0, "a", "b", 8192, share=2)
+        one = MemberTx(2, 0, 0, "a", "c", 8192)
+        for m in (two, one):
+            s.add(m)
+            s.set_priority(m, Priority(3))
+        s.pump()
+        assert [k.flow_id for _, k in t.sent] == [1, 1, 2, 1, 1, 2]
 
     asyncio.run(go())
 

@@ -32,7 +32,8 @@ _SIM_OPTIONS = ("scenario", "model", "tp", "ep", "sp", "servers", "prefill_insta
                 "workload", "trace", "trace_format", "keep_timestamps", "rate", "requests",
                 "warmup", "slo_scale", "slo", "levels", "max_batched_tokens", "reuse_lookahead",
                 "per_flow", "seed")
-_EMU_OPTIONS = ("scale", "mtu", "chunk_kib", "window_kib", "no_coordinator", "log_dir", "nice")
+_EMU_OPTIONS = ("scale", "mtu", "chunk_kib", "window_kib", "no_coordinator", "log_dir", "nice",
+                "key_file", "no_auth")
 
 
 def _setup(options: dict):
@@ -50,16 +51,25 @@ def _setup(options: dict):
     return cfg, emu, scheduler_names(options["scheduler"]), prepare(cfg)
 
 
-def _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice):
+def _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice, key_file,
+               no_auth):
     from .sender import SenderConfig
     from .testbed import EmulationConfig
 
     try:
         sender = SenderConfig(chunk_bytes=int(chunk_kib * 1024),
                               window_bytes=int(window_kib * 1024))
+        if no_auth and key_file is not None:
+            raise UserError("--key-file and --no-auth exclude each other")
+        if key_file is not None:
+            from .auth import RunKey
+
+            RunKey.from_file(str(key_file))  # a bad key file fails now, not after the fabric
         return EmulationConfig(scale=scale, mtu=mtu, sender=sender,
                                coordinator=not no_coordinator,
-                               log_dir=None if log_dir is None else str(log_dir), nice=nice)
+                               log_dir=None if log_dir is None else str(log_dir), nice=nice,
+                               authenticate=not no_auth,
+                               key_file=None if key_file is None else str(key_file))
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -106,6 +116,11 @@ LogDir = Annotated[Path | None, typer.Option(help="Keep daemon and coordinator l
 Nice = Annotated[int, typer.Option(
     help="Scheduling niceness of the emulation's processes (negative: ahead of other jobs; "
          "timing fidelity needs free cores, see the 'late' figures of --out).")]
+KeyFile = Annotated[Path | None, typer.Option(
+    help="The run's data-plane key: 64 hex digits in a file only you can read (default: a "
+         "fresh random key per run).")]
+NoAuth = Annotated[bool, typer.Option(help="Data connections without authentication and "
+                                           "encryption (to measure what they cost).")]
 Out = Annotated[Path | None, typer.Option(help="Write records (Parquet), config and summary "
                                                 "here, as 'mfsched simulate --out' does.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
@@ -121,7 +136,8 @@ def testbed(
     reuse_lookahead: Lookahead = 0, per_flow: PerFlow = False, seed: Seed = 0,
     scale: ScaleOpt = 20.0, mtu: Mtu = 9000, chunk_kib: ChunkKib = 32.0,
     window_kib: WindowKib = 256.0, no_coordinator: NoCoord = False, log_dir: LogDir = None,
-    nice: Nice = 0, out: Out = None, as_json: AsJson = False,
+    nice: Nice = 0, key_file: KeyFile = None, no_auth: NoAuth = False, out: Out = None,
+    as_json: AsJson = False,
 ) -> None:
     """Run the scenario on the emulated testbed: namespaces, HTB priority queues, daemons, real TCP.
 
@@ -155,7 +171,8 @@ def compare(
     reuse_lookahead: Lookahead = 0, per_flow: PerFlow = False, seed: Seed = 0,
     scale: ScaleOpt = 20.0, mtu: Mtu = 9000, chunk_kib: ChunkKib = 32.0,
     window_kib: WindowKib = 256.0, no_coordinator: NoCoord = False, log_dir: LogDir = None,
-    nice: Nice = 0, out: Out = None, as_json: AsJson = False,
+    nice: Nice = 0, key_file: KeyFile = None, no_auth: NoAuth = False, out: Out = None,
+    as_json: AsJson = False,
 ) -> None:
     """Run the identical scenario in the simulator and on the emulated testbed; print both.
 

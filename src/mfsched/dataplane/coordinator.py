@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 
+from ..errors import UserError
 from ..policy.red import BatchLoad, feasibility_prune, robust_effective_deadline
 from ..policy.types import BatchInfo
 from .clock import serve_until_signalled
-from .protocol import (
-    SKIP_LIMIT_BYTES,
-    batch_from,
-    encode,
-    error_message,
-    next_valid_message,
-)
+from .control import ControlClient, ControlServer
+from .limits import ControlLimits, GuardStats, parse_limit_options
+from .localsock import SocketAccess
+from .protocol import batch_from
 
 __all__ = ["Coordinator", "CoordinatorState", "main"]
 
@@ -161,22 +157,28 @@ class CoordinatorState:
 
 
 class Coordinator:
-    def __init__(self, socket_path: str, drop_budget: int = 2) -> None:
+    def __init__(self, socket_path: str, drop_budget: int = 2,
+                 limits: ControlLimits | None = None, socket_group: str | None = None) -> None:
         self.socket_path = socket_path
         self.state = CoordinatorState(drop_budget)
-        self.daemons: dict[asyncio.StreamWriter, int] = {}
         self.epoch_s = 0.0
         self.time_scale = 1.0
-        self.stats = {"messages": 0, "errors": 0, "decisions": 0, "connects": 0}
+        self.stats = {"decisions": 0, "connects": 0}
+        self.guard = GuardStats()
+        self.control = ControlServer(socket_path, ACCEPTED, self._handle, guard=self.guard,
+                                     limits=limits, access=SocketAccess(socket_group),
+                                     stop_on=frozenset())
         self._stopped: asyncio.Event | None = None
+
+    @property
+    def daemons(self) -> list[ControlClient]:
+        """The daemons that said hello."""
+        return [c for c in self.control.clients if c.server >= 0]
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
-        self._server = await asyncio.start_unix_server(self._client, self.socket_path,
-                                                       limit=SKIP_LIMIT_BYTES)
+        await self.control.start()
         log.info("coordinator listening on %s", self.socket_path)
 
     async def serve_forever(self) -> None:
@@ -184,11 +186,10 @@ class Coordinator:
         try:
             await self._stopped.wait()
         finally:
-            self._server.close()
-            for w in list(self.daemons):
-                w.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
+            self.close()
+
+    def close(self) -> None:
+        self.control.close()
 
     def request_stop(self) -> None:
         if self._stopped is not None:
@@ -197,67 +198,50 @@ class Coordinator:
     def now_s(self) -> float:
         return (self.loop.time() - self.epoch_s) / self.time_scale
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        server = -1
-        try:
-            while (msg := await next_valid_message(
-                    reader, ACCEPTED, lambda why: self._reject(writer, why))) is not None:
-                self.stats["messages"] += 1
-                if msg["type"] == "hello":
-                    server = self._hello(msg, writer)
-                    continue
-                if server < 0:
-                    self._reject(writer, "send hello first")
-                    continue
-                if self.state.apply(msg, server) and self.state.recompute(self.now_s()):
-                    self._broadcast()
-        except (ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:  # shutting down (Python 3.11 would log it otherwise)
-            pass
-        finally:
-            self.daemons.pop(writer, None)
-            writer.close()
+    def _handle(self, msg: dict, client: ControlClient) -> None:
+        if msg["type"] == "hello":
+            self._hello(msg, client)
+        elif client.server < 0:
+            self.control.reject(client, "send hello first")
+        elif self.state.apply(msg, client.server) and self.state.recompute(self.now_s()):
+            self._broadcast()
 
-    def _hello(self, msg: dict, writer: asyncio.StreamWriter) -> int:
+    def _hello(self, msg: dict, client: ControlClient) -> None:
         if msg["run_id"] and msg["run_id"] != self.state.run_id:
             log.info("new run %s", msg["run_id"])
             self.state.reset(msg["run_id"])
         self.epoch_s = msg.get("epoch_s", self.epoch_s)
         self.time_scale = msg.get("time_scale", self.time_scale)
-        server = msg.get("server", 0)
-        self.daemons[writer] = server
+        client.server = msg.get("server", 0)
         self.stats["connects"] += 1
-        writer.write(encode(self.state.decision()))
-        return server
-
-    def _reject(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        self.stats["errors"] += 1
-        log.warning("rejected a message: %s", reason)
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            writer.write(encode(error_message(reason)))
+        self.control.send(client, self.state.decision())
 
     def _broadcast(self) -> None:
         self.stats["decisions"] += 1
-        frame = encode(self.state.decision())
-        for w in list(self.daemons):
-            try:
-                w.write(frame)
-            except (ConnectionError, OSError, RuntimeError):
-                self.daemons.pop(w, None)
+        decision = self.state.decision()
+        for c in self.daemons:
+            self.control.send(c, decision)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m mfsched.dataplane.coordinator",
                                 description="MFS coordinator: RED order and pruning")
     p.add_argument("--socket", required=True)
+    p.add_argument("--socket-group", default=None,
+                   help="group that may also use the socket (mode 0660); default: owner only")
     p.add_argument("--drop-budget", type=int, default=2)
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="a control-socket limit (see mfsched.dataplane.limits), repeatable")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s coordinator %(levelname)s %(message)s")
-    coord = Coordinator(a.socket, a.drop_budget)
-    serve_until_signalled(coord)
+    try:
+        _, control = parse_limit_options(a.limit)
+        serve_until_signalled(Coordinator(a.socket, a.drop_budget, control, a.socket_group))
+    except UserError as e:
+        print(f"mfsched coordinator: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

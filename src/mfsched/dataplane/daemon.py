@@ -27,6 +27,10 @@ unreachable the daemon keeps scheduling with its local policy and reconnects in 
 replaying the state the coordinator needs to catch up.
 
 Bad messages get an ``error`` reply and a log line; the daemon never exits because of one.
+The control socket is private to the daemon's user (:mod:`.control`, :mod:`.localsock`); data
+connections must prove they know the run's key (:mod:`.auth`, :mod:`.receiver`); what clients
+and peers can make the daemon hold is bounded (:mod:`.limits`), and every refusal is counted in
+the ``guard.*`` statistics.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -47,18 +52,17 @@ from ..policy import Priority, Stage, make_policy
 from ..policy.base import Policy
 from ..policy.types import FlowInfo
 from ..sim.allocation import priority_key
+from .auth import RunKey
 from .clock import serve_until_signalled
+from .control import ControlClient, ControlServer
+from .coordlink import CoordinatorLink
+from .limits import ControlLimits, DataLimits, GuardStats, parse_limit_options
+from .localsock import SocketAccess
 from .pcie import PcieLanes
 from .protocol import (
-    SKIP_LIMIT_BYTES,
     ProtocolError,
     batch_from,
-    decode_body,
-    encode,
-    error_message,
     flow_from,
-    next_valid_message,
-    read_frame,
     request_from,
 )
 from .scale import Scale
@@ -71,7 +75,6 @@ log = logging.getLogger("mfsched.daemon")
 
 DRIVER_TYPES = frozenset({"hello", "request", "request_done", "batch_start", "layer_start",
                           "batch_compute_done", "batch_end", "submit", "stats", "shutdown"})
-COORDINATOR_TYPES = frozenset({"decision", "error"})
 _DATA_CLASSES = 6  # hardware classes 1..6 carry policy levels; 7 is the scavenger
 
 
@@ -95,9 +98,14 @@ class DaemonConfig:
     pcie_bytes_per_s: float = 31.5e6  # real bytes/s of a GPU's PCIe path (intra-server)
     coordinator_path: str | None = None
     sender: SenderConfig = field(default_factory=SenderConfig)
+    key: RunKey | None = None  # None: data connections are not authenticated (--no-auth)
+    data_limits: DataLimits = field(default_factory=DataLimits)
+    control_limits: ControlLimits = field(default_factory=ControlLimits)
+    socket_group: str | None = None  # None: the control socket is 0600
 
     def address(self, server: int, nic: int) -> str:
-        return f"{self.address_base}.{server}.{10 + nic}"
+        # interned: every member keeps its two addresses, and there may be 100,000 members
+        return sys.intern(f"{self.address_base}.{server}.{10 + nic}")
 
     def locate(self, gpu: int) -> tuple[int, int]:
         """GPU -> (server, NIC): GPUs are split evenly over the NICs, as in the simulator."""
@@ -111,10 +119,12 @@ class DaemonConfig:
 
 
 class _Flow:
-    __slots__ = ("done", "first", "info", "last", "left", "members", "pcie", "prio", "wall_s")
+    __slots__ = ("client", "done", "first", "info", "last", "left", "members", "pcie", "prio",
+                 "wall_s")
 
-    def __init__(self, info: FlowInfo) -> None:
+    def __init__(self, info: FlowInfo, client: ControlClient | None) -> None:
         self.info = info
+        self.client = client  # who submitted it (pending-flow limit)
         self.members: list[MemberTx] = []
         self.pcie: list[tuple[int, int, int, int]] = []  # intra-server: (index, src, dst, bytes)
         self.left = 0
@@ -191,37 +201,41 @@ class Daemon:
         self.config = config
         self._transport_factory = transport_factory
         self.run: _Run | None = None
-        self.driver: asyncio.StreamWriter | None = None
-        self.stats: dict[str, float] = {"messages": 0, "errors": 0, "flows": 0, "decisions": 0,
-                                        "completions": 0, "bytes_submitted": 0,
-                                        "decide_s": 0.0}
+        self.driver: ControlClient | None = None
+        self.stats: dict[str, float] = {"flows": 0, "decisions": 0, "completions": 0,
+                                        "bytes_submitted": 0, "decide_s": 0.0}
+        self.guard = GuardStats()
+        self.policy_errors = 0
+        self.active_flows_peak = 0
         self.progress = _Progress(self)
         self._stopped: asyncio.Event | None = None
         self._decide_pending = False
         self._wake_handle: asyncio.TimerHandle | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
 
     # --- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        cfg = self.config
+        self.control = ControlServer(cfg.socket_path, DRIVER_TYPES, self._handle,
+                                     guard=self.guard, limits=cfg.control_limits,
+                                     access=SocketAccess(cfg.socket_group),
+                                     on_close=self._client_gone)
         factory = self._transport_factory or (
-            lambda addrs, events: TcpTransport(addrs, self.config.data_port, events))
-        self.transport = factory(self.config.addresses, self)
+            lambda addrs, events: TcpTransport(addrs, cfg.data_port, events, key=cfg.key,
+                                               limits=cfg.data_limits, guard=self.guard))
+        self.transport = factory(cfg.addresses, self)
         await self.transport.start()
-        self.sender = SendScheduler(self.transport, self.config.sender, self._hw_class,
+        self.sender = SendScheduler(self.transport, cfg.sender, self._hw_class,
                                     self._member_done)
         self._new_pcie_lanes()
         self.pcie.warm_up()
-        self.coordinator = _CoordinatorLink(self) if self.config.coordinator_path else None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.config.socket_path)
-        self._server = await asyncio.start_unix_server(self._client, self.config.socket_path,
-                                                       limit=SKIP_LIMIT_BYTES)
-        log.info("daemon %d listening on %s, data on %s:%d", self.config.server,
-                 self.config.socket_path, ",".join(self.config.addresses),
-                 self.config.data_port)
+        self.coordinator = CoordinatorLink(self) if cfg.coordinator_path else None
+        await self.control.start()
+        log.info("daemon %d listening on %s, data on %s:%d (%s)", cfg.server, cfg.socket_path,
+                 ",".join(cfg.addresses), cfg.data_port,
+                 "authenticated" if cfg.key else "NOT authenticated")
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -235,54 +249,24 @@ class Daemon:
             self._stopped.set()
 
     async def stop(self) -> None:
-        self._server.close()
+        self.control.close()
         if self.coordinator is not None:
             self.coordinator.close()
-        for w in list(self._clients):
-            w.close()
         await self.transport.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.config.socket_path)
 
     # --- the local API ---------------------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def reject(why: str) -> None:
-            self._reject(writer, why, None)
+    def _client_gone(self, client: ControlClient) -> None:
+        if client is self.driver:
+            self.driver = None
 
-        self._clients.add(writer)
-        try:
-            while (msg := await next_valid_message(reader, DRIVER_TYPES, reject)) is not None:
-                self.stats["messages"] += 1
-                try:
-                    self._handle(msg, writer)
-                except (ProtocolError, UserError, KeyError, ValueError) as e:
-                    self._reject(writer, f"{msg['type']}: {e}", msg["type"])
-                if msg["type"] == "shutdown":
-                    break
-        except (ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:  # shutting down (Python 3.11 would log it otherwise)
-            pass
-        finally:
-            self._clients.discard(writer)
-            if writer is self.driver:
-                self.driver = None
-            writer.close()
-
-    def _reject(self, writer: asyncio.StreamWriter, reason: str, kind: str | None) -> None:
-        self.stats["errors"] += 1
-        log.warning("rejected a message: %s", reason)
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            writer.write(encode(error_message(reason, kind)))
-
-    def _handle(self, msg: dict, writer: asyncio.StreamWriter) -> None:
+    def _handle(self, msg: dict, client: ControlClient) -> None:
         kind = msg["type"]
         if kind == "hello":
-            self._hello(msg, writer)
+            self._hello(msg, client)
             return
         if kind == "stats":
-            writer.write(encode({"type": "stats_reply", "stats": self._stats_pairs()}))
+            self.control.send(client, {"type": "stats_reply", "stats": self._stats_pairs()})
             return
         if kind == "shutdown":
             self.request_stop()
@@ -293,7 +277,7 @@ class Daemon:
         now = self.now_s()
         policy = run.policy
         if kind == "submit":
-            self._submit(msg, now)
+            self._submit(msg, now, client)
         elif kind == "request":
             policy.on_request(request_from(msg), now)
         elif kind == "request_done":
@@ -312,7 +296,7 @@ class Daemon:
             self.coordinator.report(msg)
         self._decide_soon()
 
-    def _hello(self, msg: dict, writer: asyncio.StreamWriter) -> None:
+    def _hello(self, msg: dict, client: ControlClient) -> None:
         if msg["role"] == "driver":
             if self.run is None or self.run.run_id != msg["run_id"]:
                 if self.run is not None and self.run.flows:
@@ -322,20 +306,25 @@ class Daemon:
                 if self.coordinator is not None:
                     self.coordinator.reset()
                 log.info("run %s: scheduler %s", self.run.run_id, msg.get("scheduler"))
-            self.driver = writer
-        writer.write(encode({"type": "welcome", "server": self.config.server,
-                             "pid": os.getpid(),
-                             "run_id": self.run.run_id if self.run else ""}))
+            self.driver = client
+        self.control.send(client, {"type": "welcome", "server": self.config.server,
+                                   "pid": os.getpid(),
+                                   "run_id": self.run.run_id if self.run else ""})
 
     # --- flows --------------------------------------------------------------------------------
 
-    def _submit(self, msg: dict, now: float) -> None:
+    def _submit(self, msg: dict, now: float, client: ControlClient) -> None:
         run = self.run
         fid = msg["flow_id"]
         if fid in run.flows:
             return  # a re-submission of a flow we already carry
+        limit = self.config.control_limits.max_pending_flows_per_client
+        if client.pending_flows >= limit:
+            self.guard.flows_refused += 1
+            raise ProtocolError(f"{client.pending_flows} flows of this client are pending "
+                                f"(limit {limit}); wait for completions")
         info = flow_from(msg)
-        flow = _Flow(info)
+        flow = _Flow(info, client)
         wall = self.loop.time()
         for index, src, dst, model_bytes in msg["local"]:
             s_server, s_nic = self.config.locate(src)
@@ -349,17 +338,21 @@ class Daemon:
             else:
                 flow.members.append(MemberTx(fid, index, s_nic,
                                              self.config.address(s_server, s_nic),
-                                             self.config.address(d_server, d_nic), real))
+                                             self.config.address(d_server, d_nic), real,
+                                             msg["connections"]))
         flow.left = len(flow.members) + len(flow.pcie)
         if not flow.left:
             raise ProtocolError("submit.local: no members")
         run.policy.on_flow_submit(info, now)  # may refuse (e.g. an unknown batch): nothing kept
         run.flows[fid] = flow
+        client.pending_flows += 1
+        self.active_flows_peak = max(self.active_flows_peak, len(run.flows))
         flow.wall_s = wall
         for m in flow.members:
             self.sender.add(m)
         for index, src, dst, real in flow.pcie:
-            self._pcie_after(self.pcie.add(wall, (fid, index), src, dst, real))
+            self._pcie_after(self.pcie.add(wall, (fid, index), src, dst, real,
+                                           share=msg["connections"]))
         self.stats["flows"] += 1
         self.stats["bytes_submitted"] += sum(m.total for m in flow.members) + \
             sum(b for *_, b in flow.pcie)
@@ -415,6 +408,8 @@ class Daemon:
         run = self.run
         fid = flow.info.flow_id
         del run.flows[fid]
+        if flow.client is not None:
+            flow.client.pending_flows -= 1
         self.sender.forget_flow(fid, [m.index for m in flow.members])
         run.policy.on_flow_complete(fid, self.now_s())
         self.stats["completions"] += 1
@@ -481,7 +476,7 @@ class Daemon:
             d = run.policy.decide(self.now_s(), self.progress)
         except Exception:  # a policy bug must not take the data plane down
             log.exception("policy.decide failed")
-            self.stats["errors"] += 1
+            self.policy_errors += 1
             return
         finally:
             self.stats["decide_s"] += time.perf_counter() - t0
@@ -561,113 +556,34 @@ class Daemon:
             self._to_driver({"type": "pruned", "request_ids": sorted(new)})
 
     def _to_driver(self, msg: dict) -> None:
-        if self.driver is None:
-            return
-        try:
-            self.driver.write(encode(msg))
-        except (ConnectionError, OSError, RuntimeError):
+        if self.driver is not None and not self.control.send(self.driver, msg):
             self.driver = None
 
     def _stats_pairs(self) -> list[tuple[str, float]]:
         pairs = [(k, float(v)) for k, v in self.stats.items()]
-        pairs += self.transport.stats.as_pairs("transport.")
+        pairs += [("messages", float(self.control.messages)),
+                  ("errors", float(self.control.errors + self.policy_errors))]
+        pairs += self.transport.as_pairs()
+        pairs += self.guard.as_pairs()
         pairs.append(("sender.copies", float(self.sender.copies)))
         pairs.append(("sender.promotions", float(self.sender.promotions)))
         pairs.append(("sender.queued_bytes", float(self.sender.queued_bytes())))
+        pairs.append(("sender.members", float(len(self.sender.members))))
         pairs.append(("active_flows", float(len(self.run.flows) if self.run else 0)))
+        pairs.append(("active_flows_peak", float(self.active_flows_peak)))
         pairs.append(("cpu_s", time.process_time()))
+        pairs += _memory_pairs()
         pairs.append(("coordinator.connected",
                       float(bool(self.coordinator and self.coordinator.connected))))
         return pairs
 
 
-class _CoordinatorLink:
-    """The daemon's connection to the coordinator: reports, decisions, reconnects."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.path = daemon.config.coordinator_path
-        self.state: dict[tuple, dict] = {}  # what the coordinator needs to rebuild its view
-        self.writer: asyncio.StreamWriter | None = None
-        self.connected = False
-        self.task = daemon.loop.create_task(self._run())
-
-    def close(self) -> None:
-        self.task.cancel()
-        if self.writer is not None:
-            self.writer.close()
-
-    def reset(self) -> None:
-        self.state.clear()
-        if self.writer is not None:
-            self.writer.transport.abort()  # reconnect with the new run's hello
-
-    def report(self, msg: dict) -> None:
-        msg = {k: v for k, v in msg.items() if k != "report"}
-        self._remember(msg)
-        if self.writer is not None:
-            try:
-                self.writer.write(encode(msg))
-            except (ConnectionError, OSError, RuntimeError):
-                self.writer = None
-
-    def _remember(self, msg: dict) -> None:
-        kind = msg["type"]
-        if kind == "request":
-            self.state[("request", msg["request_id"])] = msg
-        elif kind == "request_done":
-            self.state.pop(("request", msg["request_id"]), None)
-        elif kind in ("batch_start", "layer_start", "batch_compute_done"):
-            self.state[(kind, msg["batch_id"])] = msg
-        elif kind == "batch_end":
-            for k in ("batch_start", "layer_start", "batch_compute_done"):
-                self.state.pop((k, msg["batch_id"]), None)
-        elif kind == "p2d_submit":
-            self.state[("p2d", msg["flow_id"])] = msg
-        elif kind == "p2d_complete":
-            self.state.pop(("p2d", msg["flow_id"]), None)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                reader, writer = await asyncio.open_unix_connection(self.path,
-                                                                    limit=SKIP_LIMIT_BYTES)
-            except OSError:
-                await asyncio.sleep(0.2)
-                continue
-            await self._session(reader, writer)
-            await asyncio.sleep(0.1)
-
-    async def _session(self, reader, writer) -> None:
-        run = self.d.run
-        hello = {"type": "hello", "role": "daemon", "server": self.d.config.server,
-                 "run_id": run.run_id if run else "", "epoch_s": run.epoch_s if run else 0.0,
-                 "time_scale": run.scale_t.factor if run else 1.0}
-        try:
-            writer.write(encode(hello))
-            for msg in list(self.state.values()):
-                writer.write(encode(msg))
-            self.writer, self.connected = writer, True
-            log.info("connected to the coordinator (%d state messages replayed)",
-                     len(self.state))
-            while True:
-                msg = await _read_or_none(reader, COORDINATOR_TYPES)
-                if msg is None:
-                    break
-                if msg["type"] == "decision":
-                    self.d.apply_coordinator(dict(msg["ranks"]), set(msg["pruned"]))
-                else:
-                    log.warning("coordinator: %s", msg["reason"])
-        except (ConnectionError, OSError, ProtocolError) as e:
-            log.warning("coordinator connection lost: %s", e)
-        finally:
-            self.writer, self.connected = None, False
-            writer.close()
-
-
-async def _read_or_none(reader: asyncio.StreamReader, accept: frozenset[str]) -> dict | None:
-    body = await read_frame(reader)
-    return None if body is None else decode_body(body, accept)
+def _memory_pairs() -> list[tuple[str, float]]:
+    """Resident memory now and at its peak (the load tests bound them)."""
+    pairs = [("rss_peak_bytes", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0)]
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+        pairs.append(("rss_bytes", float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")))
+    return pairs
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -678,30 +594,54 @@ def _parse(argv: list[str] | None) -> tuple[DaemonConfig, str]:
                                 description="MFS host daemon (one per emulated server)")
     p.add_argument("--server", type=int, required=True)
     p.add_argument("--socket", required=True, help="Unix socket of the local API")
+    p.add_argument("--socket-group", default=None,
+                   help="group that may also use the socket (mode 0660); default: owner only")
     p.add_argument("--port", type=int, default=7411, help="TCP port for data")
     p.add_argument("--nics", type=int, default=1)
     p.add_argument("--gpus-per-server", type=int, default=4)
     p.add_argument("--address-base", default="198.18")
     p.add_argument("--pcie-bytes-per-s", type=float, default=31.5e6)
     p.add_argument("--coordinator", default=None, help="Unix socket of the coordinator")
-    p.add_argument("--chunk-bytes", type=int, default=SenderConfig.chunk_bytes)
-    p.add_argument("--window-bytes", type=int, default=SenderConfig.window_bytes)
+    sender_defaults = SenderConfig()  # (a slots dataclass has no class-level defaults)
+    p.add_argument("--chunk-bytes", type=int, default=sender_defaults.chunk_bytes)
+    p.add_argument("--window-bytes", type=int, default=sender_defaults.window_bytes)
     p.add_argument("--promote-copy-after-s", type=float,
-                   default=SenderConfig.promote_copy_after_s)
+                   default=sender_defaults.promote_copy_after_s)
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--key-file", help="the run's data-plane key: 64 hex digits in a file "
+                                        "only its owner can read")
+    key.add_argument("--key-fd", type=int, help="read the key from this inherited descriptor")
+    key.add_argument("--no-auth", action="store_true",
+                     help="accept and open data connections without authentication")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="a resource limit (see mfsched.dataplane.limits), repeatable")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
-    sender = SenderConfig(a.chunk_bytes, a.window_bytes, a.promote_copy_after_s)
+    if a.key_file is None and a.key_fd is None and not a.no_auth:
+        raise UserError("give the run's key (--key-file or --key-fd) or --no-auth",
+                        where="--key-file")
+    key = None if a.no_auth else (RunKey.from_file(a.key_file) if a.key_file is not None
+                                  else RunKey.from_fd(a.key_fd))
+    data_limits, control_limits = parse_limit_options(a.limit)
+    try:
+        sender = SenderConfig(a.chunk_bytes, a.window_bytes, a.promote_copy_after_s)
+    except ValueError as e:
+        raise UserError(str(e), where="--chunk-bytes/--window-bytes") from None
     cfg = DaemonConfig(a.server, a.socket, a.port, a.nics, a.gpus_per_server, a.address_base,
-                       a.pcie_bytes_per_s, a.coordinator, sender)
+                       a.pcie_bytes_per_s, a.coordinator, sender, key, data_limits,
+                       control_limits, a.socket_group)
     return cfg, a.log_level
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, level = _parse(argv)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s daemon{cfg.server} %(levelname)s %(message)s")
-    daemon = Daemon(cfg)
-    serve_until_signalled(daemon)
+    try:
+        cfg, level = _parse(argv)
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format=f"%(asctime)s daemon{cfg.server} %(levelname)s %(message)s")
+        serve_until_signalled(Daemon(cfg))  # may refuse its socket path: a UserError
+    except UserError as e:
+        print(f"mfsched daemon: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

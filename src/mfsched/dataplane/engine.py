@@ -368,7 +368,7 @@ class WallClockEngine:
         self._flows[info.flow_id] = _FlowState(info, local, on_done, self.loop.time())
         self.submitted_bytes += info.size_bytes
         for server, members in local.items():
-            self._send(server, encode(flow_msg(info, members)))
+            self._send(server, encode(flow_msg(info, members, round(transfer.share))))
 
     # --- the loop ---------------------------------------------------------------------------------
 

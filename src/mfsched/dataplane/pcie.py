@@ -40,11 +40,12 @@ class PcieLanes:
         self._links: dict[Key, tuple[int, int]] = {}  # (out-link of source, in-link of dest)
         self._key: dict[Key, int] = {}  # strict-priority key (lower first)
         self._cap: dict[Key, float] = {}
+        self._share: dict[Key, float] = {}  # fair shares (connections, workload.comm)
         self._rate: dict[Key, float] = {}
         self._now_s = 0.0
 
     def add(self, now_s: float, key: Key, src_gpu: int, dst_gpu: int, nbytes: float,
-            priority_key: int = 0) -> list[Key]:
+            priority_key: int = 0, share: float = 1.0) -> list[Key]:
         """Start a member between two GPUs of this server; returns members that finished."""
         done = self._advance(now_s)
         src, dst = src_gpu % self.gpus_per_server, dst_gpu % self.gpus_per_server
@@ -52,6 +53,7 @@ class PcieLanes:
         self._links[key] = (2 * src, 2 * dst + 1)
         self._key[key] = priority_key
         self._cap[key] = math.inf
+        self._share[key] = share
         self._reallocate()
         return done
 
@@ -72,7 +74,7 @@ class PcieLanes:
         return done
 
     def forget(self, key: Key) -> None:
-        for table in (self._left, self._links, self._key, self._cap, self._rate):
+        for table in (self._left, self._links, self._key, self._cap, self._share, self._rate):
             table.pop(key, None)
 
     def remaining(self, now_s: float, key: Key) -> float:
@@ -123,7 +125,8 @@ class PcieLanes:
         flows = np.repeat(np.arange(len(keys)), 2)
         rates = allocate(self.capacity, flows, links, np.ones(len(links)),
                          np.array([self._key[k] for k in keys], dtype=np.int64),
-                         np.array([self._cap[k] for k in keys]))
+                         np.array([self._cap[k] for k in keys]),
+                         np.array([self._share[k] for k in keys]))
         self._rate = dict(zip(keys, rates.tolist(), strict=True))
 
     def warm_up(self) -> None:

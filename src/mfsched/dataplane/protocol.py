@@ -164,6 +164,7 @@ class Submit(_Message):
     deadline_s: _TIME | None
     submit_s: _TIME
     local: _list(_MEMBER, 65536)  # this daemon's members: [index, src_gpu, dst_gpu, bytes]
+    connections: _int(1, 1024) = 1  # fair shares per member (workload.comm), see sender
 
 
 class Empty(_Message):
@@ -380,7 +381,8 @@ def batch_from(msg: Mapping[str, Any]) -> BatchInfo:
         dict(msg.get("early_port_bytes", ())), dict(msg.get("port_capacity_bps", ())))
 
 
-def flow_msg(info: FlowInfo, local: list[tuple[int, int, int, float]]) -> dict:
+def flow_msg(info: FlowInfo, local: list[tuple[int, int, int, float]],
+             connections: int = 1) -> dict:
     return {"type": "submit", "flow_id": info.flow_id, "stage": int(info.stage),
             "batch_id": info.batch_id, "request_ids": list(info.request_ids),
             "layer": info.layer, "target_layer": info.target_layer,
@@ -388,7 +390,8 @@ def flow_msg(info: FlowInfo, local: list[tuple[int, int, int, float]]) -> dict:
             "members": info.members, "port_bytes": [[int(p), float(b)] for p, b in
                                                     info.port_bytes],
             "bottleneck_bps": info.bottleneck_bps, "deadline_s": info.deadline_s,
-            "submit_s": info.submit_s, "local": [list(m) for m in local]}
+            "submit_s": info.submit_s, "local": [list(m) for m in local],
+            "connections": connections}
 
 
 def flow_from(msg: Mapping[str, Any]) -> FlowInfo:

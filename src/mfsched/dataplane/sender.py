@@ -3,7 +3,9 @@
 Owned by the daemon (:mod:`mfsched.dataplane.daemon`), one instance per daemon. Every member
 of a flow that leaves this server through a NIC is a :class:`MemberTx`. Members wait in one
 heap per (NIC, hardware class), ordered by the flow's (level, rank) and then round-robin, so
-members with equal priority share the NIC fairly, chunk by chunk. A queue may have at most
+members with equal priority share the NIC fairly, chunk by chunk; a member striped over c
+connections in the model (``share``: NCCL channels, a KV engine's queue pairs) sends c chunks
+per turn, as c connections would share a link. A queue may have at most
 ``window_bytes`` unacknowledged in flight; the kernel's HTB queues on the NIC then serve the
 classes in strict priority. So ordering across classes is done by the "hardware", ordering
 inside a class (several policy levels may share one, and ranks are unlimited) by this software
@@ -42,25 +44,28 @@ class SenderConfig:
 
 
 class MemberTx:
-    """One member being sent: byte accounting, its place in the queues, its pace."""
+    """One member being sent: byte accounting, its place in the queues, its pace. Queued
+    members are many (100,000 in the load test): the containers only some of them need are
+    created on first use."""
 
     __slots__ = ("acked", "acked_offsets", "cap_bytes_per_s", "cls", "done", "dst_addr",
                  "first_send_s", "flow_id", "index", "inflight", "next_offset", "next_send_s",
-                 "nic", "prio", "queued", "retry", "src_addr", "total", "version")
+                 "nic", "prio", "queued", "retry", "share", "src_addr", "total", "version")
 
     def __init__(self, flow_id: int, index: int, nic: int, src_addr: str, dst_addr: str,
-                 total_bytes: int) -> None:
+                 total_bytes: int, share: int = 1) -> None:
         self.flow_id = flow_id
         self.index = index
         self.nic = nic
         self.src_addr = src_addr
         self.dst_addr = dst_addr
         self.total = total_bytes
+        self.share = share
         self.next_offset = 0
         self.acked = 0
-        self.acked_offsets: set[int] = set()
+        self.acked_offsets: set[int] | None = None  # once a chunk was acknowledged
         self.inflight: dict[ChunkKey, list[tuple[Route, float]]] = {}
-        self.retry: deque[ChunkKey] = deque()
+        self.retry: deque[ChunkKey] | None = None  # once a chunk failed
         self.prio: Priority | None = None
         self.cls = -1
         self.version = 0
@@ -159,9 +164,12 @@ class SendScheduler:
                 if m.next_send_s > now:
                     self._loop.call_at(m.next_send_s, self._unpark, m, m.version)
                     continue
-                key = m.next_chunk(self.config.chunk_bytes)
-                self._send(m, key, m.cls, now)
-                room -= key.length
+                for _ in range(m.share):  # one chunk per connection of the member per turn
+                    if room <= 0 or not m.has_unsent() or m.next_send_s > now:
+                        break
+                    key = m.next_chunk(self.config.chunk_bytes)
+                    self._send(m, key, m.cls, now)
+                    room -= key.length
                 self._push(m)
 
     def _unpark(self, m: MemberTx, version: int) -> None:
@@ -185,7 +193,7 @@ class SendScheduler:
         now = self._loop.time()
         limit = self.config.promote_copy_after_s
         for key, routes in list(m.inflight.items()):
-            if key.offset in m.acked_offsets:
+            if m.acked_offsets is not None and key.offset in m.acked_offsets:
                 continue
             if all(r.hw_class > m.cls and now - t >= limit for r, t in routes):
                 self._send(m, key, m.cls, now)
@@ -211,6 +219,8 @@ class SendScheduler:
         m = self.members.get((key.flow_id, key.member))
         if m is None or not self._release(m, key, route):
             return
+        if m.acked_offsets is None:
+            m.acked_offsets = set()
         if key.offset not in m.acked_offsets:
             m.acked_offsets.add(key.offset)
             m.acked += key.length
@@ -227,7 +237,10 @@ class SendScheduler:
         m = self.members.get((key.flow_id, key.member))
         if m is None or not self._release(m, key, route):
             return
-        if key.offset not in m.acked_offsets and key not in m.inflight:
+        acked = m.acked_offsets is not None and key.offset in m.acked_offsets
+        if not acked and key not in m.inflight:
+            if m.retry is None:
+                m.retry = deque()
             m.retry.append(key)
             self._push(m)
 

@@ -47,7 +47,9 @@ from ..experiments.runner import Prepared, RunResult, prepare, run_scheduler
 from ..policy import make_policy
 from ..sim.serving import Serving
 from ..sim.topology import TOPOLOGIES, TestbedConfig
+from .auth import RunKey
 from .engine import Placement, RunSpec, WallClockEngine
+from .limits import ControlLimits, DataLimits, limit_options
 from .netns import Fabric, FabricSpec, fabric, payload_to_htb_rate
 from .scale import Scale
 from .sender import SenderConfig
@@ -71,6 +73,10 @@ class EmulationConfig:
     stall_timeout_s: float = 60.0
     log_dir: str | None = None  # keep daemon/coordinator logs here (default: a temp dir)
     nice: int = 0  # scheduling niceness of the runner, daemons and coordinator (-20..19)
+    authenticate: bool = True  # data connections prove the run key and are sealed
+    key_file: str | None = None  # the run key; default: a fresh random key per run
+    data_limits: DataLimits = field(default_factory=DataLimits)
+    control_limits: ControlLimits = field(default_factory=ControlLimits)
 
     def __post_init__(self) -> None:
         Scale(self.scale)
@@ -145,12 +151,27 @@ def _child_setup(nice: int, tie_to_parent: bool) -> Callable[[], None]:
     return setup
 
 
-def _spawn(argv: list[str], log_path: Path, nice: int = 0) -> subprocess.Popen:
+def _spawn(argv: list[str], log_path: Path, nice: int = 0,
+           key: RunKey | None = None) -> subprocess.Popen:
+    """Start a child; with ``key``, the child reads it from a pipe (``--key-fd``), so that it
+    appears neither on a command line nor in a file."""
     # the death signal follows the spawning *thread*: only tie children to the main thread
     main = threading.current_thread() is threading.main_thread()
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_child_setup(nice, main))
+    fds: tuple[int, ...] = ()
+    if key is not None:
+        fd, w = os.pipe()
+        os.write(w, key.export_hex().encode())
+        os.close(w)
+        fds = (fd,)
+        argv = [*argv, "--key-fd", str(fd)]
+    try:
+        with open(log_path, "ab") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, pass_fds=fds,
+                                    preexec_fn=_child_setup(nice, main))
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def daemon_argv(fab: Fabric, layout: Layout, emu: EmulationConfig, server: int, socket: str,
@@ -162,14 +183,19 @@ def daemon_argv(fab: Fabric, layout: Layout, emu: EmulationConfig, server: int, 
             "--gpus-per-server", str(layout.gpus_per_server),
             "--pcie-bytes-per-s", repr(layout.pcie_bytes_per_s),
             "--chunk-bytes", str(s.chunk_bytes), "--window-bytes", str(s.window_bytes),
-            "--promote-copy-after-s", repr(s.promote_copy_after_s), "--log-level", "WARNING"]
+            "--promote-copy-after-s", repr(s.promote_copy_after_s), "--log-level", "WARNING",
+            *limit_options(emu.data_limits, emu.control_limits)]
     if coordinator:
         argv += ["--coordinator", coordinator]
+    if not emu.authenticate:
+        argv.append("--no-auth")  # otherwise _spawn adds --key-fd
     return argv
 
 
 def wait_for_socket(path: str, proc: subprocess.Popen, log_path: Path,
-                    timeout_s: float = 20.0) -> None:
+                    timeout_s: float = 60.0) -> None:
+    """Until the child listens (nine children importing numba and pydantic at once on a
+    loaded two-core machine took more than 20 s)."""
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(path):
         if proc.poll() is not None:
@@ -205,17 +231,29 @@ class Cluster:
     log_dir: Path
     argv: list[list[str]]
     nice: int = 0
+    key: RunKey | None = None  # the run's data-plane key (repr hidden)
+    coordinator_argv: list[str] = field(default_factory=list)
 
     def restart_daemon(self, server: int) -> None:
         """Kill a daemon (SIGKILL) and start it again (fault tests)."""
+        self.stop_daemon(server)
+        self.start_daemon(server)
+
+    def stop_daemon(self, server: int) -> None:
         proc = self.daemons[server]
         proc.kill()
         proc.wait(5)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):  # so that wait_for_socket waits for a new one
             os.unlink(self.sockets[server])
+
+    def start_daemon(self, server: int) -> None:
         log_path = self.log_dir / f"daemon{server}.log"
-        self.daemons[server] = _spawn(self.argv[server], log_path, self.nice)
-        wait_for_socket(self.sockets[server], self.daemons[server], log_path)
+        proc = _spawn(self.argv[server], log_path, self.nice, self.key)
+        if server < len(self.daemons):
+            self.daemons[server] = proc
+        else:
+            self.daemons.append(proc)
+        wait_for_socket(self.sockets[server], proc, log_path)
 
     def stop_coordinator(self) -> None:
         if self.coordinator is not None:
@@ -229,8 +267,8 @@ class Cluster:
             os.unlink(self.coordinator_socket)
         log_path = self.log_dir / "coordinator.log"
         self.coordinator = _spawn([*_python(), "mfsched.dataplane.coordinator", "--socket",
-                                   self.coordinator_socket, "--log-level", "WARNING"], log_path,
-                                  self.nice)
+                                   self.coordinator_socket, "--log-level", "WARNING",
+                                   *self.coordinator_argv], log_path, self.nice)
         wait_for_socket(self.coordinator_socket, self.coordinator, log_path)
 
 
@@ -243,11 +281,15 @@ def processes(fab: Fabric, layout: Layout, emu: EmulationConfig,
     sockets = [str(run_dir / f"daemon{h}.sock") for h in range(layout.servers)]
     argv = [daemon_argv(fab, layout, emu, h, sockets[h], coord_sock)
             for h in range(layout.servers)]
-    cluster = Cluster(sockets, coord_sock, [], None, run_dir, argv, emu.nice)
+    key = None
+    if emu.authenticate:
+        key = RunKey.from_file(emu.key_file) if emu.key_file else RunKey.generate()
+    cluster = Cluster(sockets, coord_sock, [], None, run_dir, argv, emu.nice, key,
+                      limit_options(DataLimits(), emu.control_limits))
     try:
         cluster.start_coordinator()
         for h in range(layout.servers):
-            cluster.daemons.append(_spawn(argv[h], run_dir / f"daemon{h}.log", emu.nice))
+            cluster.daemons.append(_spawn(argv[h], run_dir / f"daemon{h}.log", emu.nice, key))
         for h, proc in enumerate(cluster.daemons):
             wait_for_socket(sockets[h], proc, run_dir / f"daemon{h}.log")
         yield cluster

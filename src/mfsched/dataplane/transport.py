@@ -1,4 +1,4 @@
-"""Moving real bytes: chunked, verified, acknowledged, resumable transfers over TCP (asyncio).
+"""Moving real bytes: chunked, sealed, acknowledged, resumable transfers over TCP (asyncio).
 
 The daemon (:mod:`mfsched.dataplane.daemon`) cuts each member of a flow into chunks and hands
 every chunk to :meth:`TcpTransport.send` together with a :class:`Route`: source address,
@@ -8,22 +8,24 @@ set once, before connecting). So a flow promoted at a layer boundary sends its n
 the connection of its new class; data already queued in the old class is never re-marked and
 never reordered behind itself (ns-3 scenarios e1/e2 in ``../shared/tools/ns3ref``). The daemon
 may also re-send a promoted member's unacknowledged chunks on the new class (the receiver keeps
-the first copy), so a starved chunk cannot hold the flow back.
+the first copy), so a starved chunk cannot hold the flow back. When the first connection to a
+destination opens in some class, the connections of every higher data class to it open too:
+a promotion then never waits for a TCP and an authentication handshake.
 
-Integrity and exactly-once delivery:
+Every connection starts with the handshake of :mod:`.auth` (both sides prove they know the
+run's key; per-connection keys) unless the transport runs without a key; then chunks go out as
+data frames (:mod:`.wire`), sealed with AES-GCM. The accepting side is :mod:`.receiver`.
 
-* Payload is deterministic: chunk bytes are a slice of a fixed pseudo-random pattern at an
-  offset derived from (flow, member, byte offset), so nothing is stored and a resend is
-  identical. The receiver checks the header's CRC-32 and compares the bytes with the expected
-  slice; a bad chunk is answered ``BAD`` and sent again.
-* Every chunk is acknowledged by the receiver after the check. The sender keeps chunks until
-  their ack; when a connection breaks it reconnects (with backoff, up to
-  ``reconnect_timeout_s``) and sends every unacknowledged chunk again. The receiver's
-  :class:`RxLedger` merges byte intervals per member, so each byte is delivered once however
-  often it arrives; duplicates are counted, not delivered.
+Exactly-once delivery: every chunk is acknowledged by the receiver after its checks. The sender
+keeps chunks until their ack; when a connection breaks it reconnects (with backoff, up to
+``reconnect_timeout_s``) and sends every unacknowledged chunk again, on a new connection with
+new keys and sequence numbers. The receiver's :class:`~.wire.RxLedger` merges byte intervals
+per member, so each byte is delivered once however often it arrives. A chunk acknowledged on
+another route (a promoted copy) is cancelled here, also when already written, so that a later
+reconnect does not send it once more.
 
-Frames (big-endian): data = header :data:`DATA_HEADER` + payload; ack = :data:`ACK_FRAME`.
-:class:`MemoryTransport` implements the same interface without sockets, for unit tests only.
+:class:`MemoryTransport` implements the same interface without sockets (and without the
+handshake: there is no wire to protect), for unit tests only.
 """
 
 from __future__ import annotations
@@ -31,20 +33,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
-import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
 
-from .netns import CONTROL_CLASS, so_priority_of_class, tos_of_class
+from .auth import SERVER_HELLO, AuthError, ClientHandshake, RunKey, Session
+from .limits import DataLimits, GuardStats
+from .receiver import Listener
+from .wire import (
+    ACK_FRAME,
+    DATA_HEADER,
+    ERROR_HEAD,
+    KIND_ACK,
+    KIND_DATA,
+    KIND_ERROR,
+    MAGIC,
+    STATUS_BUSY,
+    STATUS_OK,
+    ChunkKey,
+    PayloadPattern,
+    Route,
+    RxLedger,
+    TransportEvents,
+    TransportStats,
+    apply_socket_options,
+    class_socket_options,
+)
 
 __all__ = [
-    "ACK_FRAME",
-    "DATA_HEADER",
     "ChunkKey",
     "MemoryFabric",
     "MemoryTransport",
@@ -58,212 +75,61 @@ __all__ = [
 
 log = logging.getLogger("mfsched.transport")
 
-MAGIC = b"MFSD"
-DATA_HEADER = struct.Struct("!4sBQHQIQI")  # magic, kind, flow, member, offset, length, total, crc
-ACK_FRAME = struct.Struct("!4sBQHQIB")  # magic, kind, flow, member, offset, length, status
-KIND_DATA, KIND_ACK = 1, 2
-STATUS_OK, STATUS_BAD = 0, 1
-MAX_CHUNK_BYTES = 1 << 20
-MAX_MEMBER_BYTES = 1 << 40
 MAX_BAD_RESENDS = 5
-_PATTERN_BYTES = 1 << 20
+BUSY_RETRY_S = 0.05  # the receiver had too many open members: send the chunk again after this
+WRITE_HIGH_BYTES = 1 << 18  # above this much unsent in the socket's buffer, wait for it
+FIRST_DATA_CLASS = 1
 
 
-class ChunkKey(NamedTuple):
-    flow_id: int
-    member: int
-    offset: int
-    length: int
-
-
-class Route(NamedTuple):
-    """One TCP connection: from a local address to a peer address in one hardware class."""
-
-    src_addr: str
-    dst_addr: str
-    hw_class: int
-
-
-class TransportEvents(Protocol):
-    """What a transport tells its owner (the daemon, or a test)."""
-
-    def chunk_acked(self, route: Route, key: ChunkKey) -> None:
-        """The receiver verified the chunk (possibly a duplicate of an earlier copy)."""
-
-    def chunk_failed(self, route: Route, key: ChunkKey, reason: str) -> None:
-        """The transport gave up on the chunk (peer unreachable for too long, bad resends)."""
-
-    def member_received(self, flow_id: int, member: int, new_bytes: int, total: int,
-                        complete: bool) -> None:
-        """Receiver side: bytes delivered for the first time; ``complete`` once per member."""
-
-
-@dataclass
-class TransportStats:
-    chunks_sent: int = 0
-    bytes_sent: int = 0
-    chunks_resent: int = 0  # after a broken connection or a BAD ack
-    reconnects: int = 0
-    bytes_delivered: int = 0  # receiver: first copies only
-    bytes_duplicate: int = 0  # receiver: copies of bytes already delivered
-    chunks_bad: int = 0  # receiver: failed the length/checksum/content check
-    members_complete: int = 0
-
-    def as_pairs(self, prefix: str = "") -> list[tuple[str, float]]:
-        return [(prefix + k, float(v)) for k, v in self.__dict__.items()]
-
-
-class PayloadPattern:
-    """The deterministic payload: slices of one seeded pseudo-random buffer."""
-
-    def __init__(self, seed: int = 0x4D4653) -> None:
-        body = random.Random(seed).randbytes(_PATTERN_BYTES)
-        self._buf = memoryview(body + body[:MAX_CHUNK_BYTES])
-
-    @staticmethod
-    def start(flow_id: int, member: int, offset: int) -> int:
-        return (flow_id * 2654435761 + member * 40503 + offset) % _PATTERN_BYTES
-
-    def chunk(self, key: ChunkKey) -> memoryview:
-        s = self.start(key.flow_id, key.member, key.offset)
-        return self._buf[s:s + key.length]
-
-
-def check_chunk(key: ChunkKey, total: int) -> str | None:
-    """Why a chunk header is impossible, or None."""
-    if not 0 < key.length <= MAX_CHUNK_BYTES:
-        return f"chunk length {key.length} outside 1..{MAX_CHUNK_BYTES}"
-    if not 0 < total <= MAX_MEMBER_BYTES or key.offset + key.length > total:
-        return f"chunk [{key.offset}, {key.offset + key.length}) outside a {total}-byte member"
-    return None
-
-
-class _RxMember:
-    __slots__ = ("delivered", "intervals", "total")
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.delivered = 0
-        self.intervals: list[list[int]] = []  # disjoint, sorted [start, end)
-
-
-def add_interval(intervals: list[list[int]], start: int, end: int) -> int:
-    """Merge [start, end) into sorted disjoint intervals; returns the bytes that were new."""
-    new = end - start
-    merged_start, merged_end = start, end
-    keep: list[list[int]] = []
-    pos = 0
-    for i, (a, b) in enumerate(intervals):
-        if b < start:
-            pos = i + 1
-            keep.append([a, b])
-            continue
-        if a > end:
-            keep.append([a, b])
-            continue
-        new -= max(0, min(b, end) - max(a, start))
-        merged_start, merged_end = min(merged_start, a), max(merged_end, b)
-    keep.insert(pos, [merged_start, merged_end])
-    intervals[:] = keep
-    return new
-
-
-class RxLedger:
-    """Receiver state shared by every connection of one transport: verification and dedup."""
-
-    def __init__(self, pattern: PayloadPattern, stats: TransportStats) -> None:
-        self.pattern = pattern
-        self.stats = stats
-        self.members: dict[tuple[int, int], _RxMember] = {}
-
-    def receive(self, key: ChunkKey, total: int, crc: int,
-                data: bytes) -> tuple[int, int, bool]:
-        """(status, new bytes, member just completed) for one arriving chunk."""
-        if (len(data) != key.length or zlib.crc32(data) != crc
-                or self.pattern.chunk(key) != data):
-            self.stats.chunks_bad += 1
-            return STATUS_BAD, 0, False
-        m = self.members.get((key.flow_id, key.member))
-        if m is None:
-            m = self.members[(key.flow_id, key.member)] = _RxMember(total)
-        elif m.total != total:
-            self.stats.chunks_bad += 1
-            return STATUS_BAD, 0, False
-        if m.delivered == m.total:
-            self.stats.bytes_duplicate += key.length
-            return STATUS_OK, 0, False
-        new = add_interval(m.intervals, key.offset, key.offset + key.length)
-        m.delivered += new
-        self.stats.bytes_delivered += new
-        self.stats.bytes_duplicate += key.length - new
-        complete = new > 0 and m.delivered == m.total
-        if complete:
-            self.stats.members_complete += 1
-            m.intervals = []
-        return STATUS_OK, new, complete
-
-    def delivered(self, flow_id: int, member: int) -> int:
-        m = self.members.get((flow_id, member))
-        return 0 if m is None else m.delivered
-
-
-def class_socket_options(hw_class: int) -> list[tuple[int, int, int | bytes]]:
-    """Socket options of a data connection of one class (applied before connect)."""
-    return [(socket.IPPROTO_IP, socket.IP_TOS, tos_of_class(hw_class)),
-            (socket.SOL_SOCKET, socket.SO_PRIORITY, so_priority_of_class(hw_class)),
-            (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-
-
-def _apply(sock: socket.socket, options, congestion: bytes | None) -> None:
-    for level, opt, value in options:
-        with contextlib.suppress(OSError):  # SO_PRIORITY > 6 needs CAP_NET_ADMIN
-            sock.setsockopt(level, opt, value)
-    if congestion:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion)
-
-
-# --- TCP ---------------------------------------------------------------------------------------
+class PeerRefused(Exception):
+    """The receiver closed the connection and said why (an error frame)."""
 
 
 class TcpTransport:
     """Sender and receiver of one daemon: listens on ``port`` of every local address."""
 
     def __init__(self, listen_addrs: list[str], port: int, events: TransportEvents, *,
-                 pattern: PayloadPattern | None = None, reconnect_timeout_s: float = 30.0,
-                 congestion: bytes | None = b"cubic",
+                 key: RunKey | None = None, limits: DataLimits | None = None,
+                 guard: GuardStats | None = None, pattern: PayloadPattern | None = None,
+                 reconnect_timeout_s: float = 30.0, congestion: bytes | None = b"cubic",
                  socket_options: Callable[[int], list] = class_socket_options) -> None:
         self.listen_addrs = listen_addrs
         self.port = port
         self.events = events
+        self.key = key
+        self.limits = limits or DataLimits()
         self.pattern = pattern or PayloadPattern()
         self.stats = TransportStats()
-        self.ledger = RxLedger(self.pattern, self.stats)
+        self.guard = guard or GuardStats()
+        self.ledger = RxLedger(self.pattern, self.stats, self.limits, self.guard)
+        self.listener = Listener(listen_addrs, port, key, self.limits, self.ledger, events,
+                                 self.guard)
         self.reconnect_timeout_s = reconnect_timeout_s
         self.congestion = congestion
         self.socket_options = socket_options
-        self._servers: list[asyncio.AbstractServer] = []
         self._conns: dict[Route, _TcpConnection] = {}
-        self._peers: set[asyncio.StreamWriter] = set()
-        self._closed = False
+        self._warned: dict[str, int] = {}
 
     async def start(self) -> None:
-        for addr in self.listen_addrs:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            _apply(sock, class_socket_options(CONTROL_CLASS), None)
-            sock.bind((addr, self.port))
-            self._servers.append(await asyncio.start_server(self._serve, sock=sock,
-                                                            limit=2 * MAX_CHUNK_BYTES))
+        await self.listener.start()
 
     def send(self, route: Route, key: ChunkKey, total: int) -> None:
         conn = self._conns.get(route)
         if conn is None:
-            conn = self._conns[route] = _TcpConnection(self, route)
+            conn = self._open(route)
+            for c in range(FIRST_DATA_CLASS, route.hw_class):  # ready for promotions
+                r = Route(route.src_addr, route.dst_addr, c)
+                if r not in self._conns:
+                    self._open(r)
         conn.enqueue(key, total)
 
+    def _open(self, route: Route) -> _TcpConnection:
+        conn = self._conns[route] = _TcpConnection(self, route)
+        return conn
+
     def cancel(self, route: Route, key: ChunkKey) -> bool:
-        """Drop a chunk not yet written on ``route`` (a copy elsewhere was acknowledged)."""
+        """Forget a chunk on ``route`` (a copy elsewhere was acknowledged): not yet written,
+        or written but not acknowledged (it will not be sent again after a reconnect)."""
         conn = self._conns.get(route)
         return conn is not None and conn.cancel(key)
 
@@ -275,52 +141,21 @@ class TcpTransport:
         return n
 
     async def close(self) -> None:
-        self._closed = True
-        for srv in self._servers:
-            srv.close()
+        await self.listener.close()
         for conn in list(self._conns.values()):
             await conn.close()
-        for w in list(self._peers):
-            w.close()
-        for srv in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(srv.wait_closed(), 1.0)
 
-    # --- receiving ---------------------------------------------------------------------------
+    def as_pairs(self) -> list[tuple[str, float]]:
+        """Counters for the owner's stats (the guard counters are the owner's to report)."""
+        return (self.stats.as_pairs("transport.") + self.ledger.as_pairs()
+                + self.listener.as_pairs()
+                + [("transport.connections_out", float(len(self._conns)))])
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            _apply(sock, class_socket_options(CONTROL_CLASS), None)
-        self._peers.add(writer)
-        try:
-            while not self._closed:
-                if not await self._receive_one(reader, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:  # shutting down (Python 3.11 would log it otherwise)
-            pass
-        finally:
-            self._peers.discard(writer)
-            writer.close()
-
-    async def _receive_one(self, reader, writer) -> bool:
-        head = await reader.readexactly(DATA_HEADER.size)
-        magic, kind, flow, member, offset, length, total, crc = DATA_HEADER.unpack(head)
-        key = ChunkKey(flow, member, offset, length)
-        problem = "bad magic or kind" if (magic != MAGIC or kind != KIND_DATA) else \
-            check_chunk(key, total)
-        if problem:
-            log.warning("dropping a data connection from %s: %s",
-                        writer.get_extra_info("peername"), problem)
-            return False
-        data = await reader.readexactly(length)
-        status, new, complete = self.ledger.receive(key, total, crc, data)
-        writer.write(ACK_FRAME.pack(MAGIC, KIND_ACK, flow, member, offset, length, status))
-        if new:
-            self.events.member_received(flow, member, new, total, complete)
-        return True
+    def warn(self, kind: str, text: str) -> None:
+        """Log a sender-side problem: the first few of each kind, then every 100th."""
+        n = self._warned[kind] = self._warned.get(kind, 0) + 1
+        if n <= 5 or n % 100 == 0:
+            log.warning("%s (#%d)", text, n)
 
 
 class _TcpConnection:
@@ -335,13 +170,21 @@ class _TcpConnection:
         self.wake = asyncio.Event()
         self.broken = False
         self.writer: asyncio.StreamWriter | None = None
+        self.session: Session | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def enqueue(self, key: ChunkKey, total: int) -> None:
+        w = self.writer
+        if (w is not None and not self.queue and not self.broken
+                and w.transport.get_write_buffer_size() < WRITE_HIGH_BYTES):
+            self._write(w, key, total)  # the common case: no task switch before the bytes go
+            return
         self.queue.append((key, total))
         self.wake.set()
 
     def cancel(self, key: ChunkKey) -> bool:
+        if self.unacked.pop(key, None) is not None:
+            return True
         for i, (k, _) in enumerate(self.queue):
             if k == key:
                 del self.queue[i]
@@ -361,11 +204,14 @@ class _TcpConnection:
         if self.writer is not None:
             self.writer.close()
 
+    # --- connecting ---------------------------------------------------------------------------
+
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            _apply(sock, self.t.socket_options(self.route.hw_class), self.t.congestion)
+            apply_socket_options(sock, self.t.socket_options(self.route.hw_class),
+                                 self.t.congestion)
             sock.setblocking(False)
             sock.bind((self.route.src_addr, 0))
             await asyncio.wait_for(loop.sock_connect(sock, (self.route.dst_addr, self.t.port)),
@@ -375,13 +221,35 @@ class _TcpConnection:
             raise
         return await asyncio.open_connection(sock=sock, limit=1 << 16)
 
+    async def _handshake(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> Session:
+        hs = ClientHandshake(self.t.key, self.route.hw_class)
+        writer.write(hs.hello)
+        head = await reader.readexactly(4)
+        if head == MAGIC:  # an error frame instead of the server hello
+            raise PeerRefused(await _read_error(reader, head))
+        reply = head + await reader.readexactly(SERVER_HELLO.size - 4)
+        auth, session = hs.finish(reply)
+        writer.write(auth)
+        return session
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         backoff, down_since, first = 0.02, None, True
+        limit_s = self.t.limits.handshake_timeout_s
         while True:
+            writer = None
             try:
                 reader, writer = await self._connect()
-            except (TimeoutError, OSError) as e:
+                session = await asyncio.wait_for(self._handshake(reader, writer), limit_s)
+            except (TimeoutError, OSError, AuthError, PeerRefused,
+                    asyncio.IncompleteReadError) as e:
+                if writer is not None:
+                    writer.transport.abort()
+                    self.t.stats.handshake_failures += 1
+                    why = str(e) or type(e).__name__
+                    self.t.warn("handshake", f"{self.route.dst_addr} class "
+                                f"{self.route.hw_class}: handshake failed: {why}")
                 down_since = down_since or loop.time()
                 if loop.time() - down_since > self.t.reconnect_timeout_s:
                     self._fail_all(f"{self.route.dst_addr} unreachable: {e}")
@@ -393,7 +261,7 @@ class _TcpConnection:
                 self.t.stats.reconnects += 1
             first, backoff, down_since = False, 0.02, None
             self._requeue_unacked()
-            await self._session(reader, writer)
+            await self._session(reader, writer, session)
 
     def _requeue_unacked(self) -> None:
         if self.unacked:
@@ -401,54 +269,88 @@ class _TcpConnection:
             self.queue.extendleft(reversed(list(self.unacked.items())))
             self.unacked.clear()
 
-    async def _session(self, reader, writer) -> None:
-        self.writer, self.broken = writer, False
-        acks = asyncio.get_running_loop().create_task(self._read_acks(reader))
+    # --- sending and acks ----------------------------------------------------------------------
+
+    async def _session(self, reader, writer, session: Session) -> None:
+        self.session, self.broken = session, False
+        acks = asyncio.get_running_loop().create_task(self._read_acks(reader, session))
+        self.writer = writer
         try:
             await self._write_loop(writer)
         except (ConnectionError, OSError):
             pass
         finally:
+            self.writer = None
             acks.cancel()
             with contextlib.suppress(BaseException):
                 await acks
-            self.writer = None
             writer.transport.abort()
 
+    def _write(self, writer: asyncio.StreamWriter, key: ChunkKey, total: int) -> None:
+        sealer = self.session.sealer
+        seq = sealer.next_seq()
+        payload = self.t.pattern.chunk(key)
+        crc = 0 if self.session.authenticated else zlib.crc32(payload)
+        header = DATA_HEADER.pack(MAGIC, KIND_DATA, seq, key.flow_id, key.member, key.offset,
+                                  key.length, total, crc)
+        writer.write(sealer.frame(seq, header, payload))
+        self.unacked[key] = total
+        stats = self.t.stats
+        stats.chunks_sent += 1
+        stats.bytes_sent += key.length
+
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
-        pattern, stats = self.t.pattern, self.t.stats
         while not self.broken:
             if not self.queue:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
             key, total = self.queue.popleft()
-            self.unacked[key] = total
-            payload = pattern.chunk(key)
-            writer.write(DATA_HEADER.pack(MAGIC, KIND_DATA, key.flow_id, key.member, key.offset,
-                                          key.length, total, zlib.crc32(payload)))
-            writer.write(payload)
-            stats.chunks_sent += 1
-            stats.bytes_sent += key.length
-            if writer.transport.get_write_buffer_size() > (1 << 18):
+            self._write(writer, key, total)
+            if writer.transport.get_write_buffer_size() > WRITE_HIGH_BYTES:
                 await writer.drain()
             if writer.transport.is_closing():
                 raise ConnectionError("closed")
 
-    async def _read_acks(self, reader: asyncio.StreamReader) -> None:
+    async def _read_acks(self, reader: asyncio.StreamReader, session: Session) -> None:
+        opener = session.opener
+        size = ACK_FRAME.size + opener.tag_bytes
         try:
             while True:
-                frame = await reader.readexactly(ACK_FRAME.size)
-                magic, kind, flow, member, offset, length, status = ACK_FRAME.unpack(frame)
-                if magic != MAGIC or kind != KIND_ACK:
-                    log.warning("bad ack frame from %s", self.route.dst_addr)
+                try:
+                    frame = await reader.readexactly(size)
+                except asyncio.IncompleteReadError as e:
+                    if e.partial[:4] == MAGIC and e.partial[4:5] == bytes([KIND_ERROR]):
+                        self._peer_error(e.partial)
+                    break
+                if frame[4] != KIND_ACK or frame[:4] != MAGIC:
+                    if frame[:4] == MAGIC and frame[4] == KIND_ERROR:
+                        self._peer_error(frame + await reader.read(1024))
+                    else:
+                        self.t.stats.bad_acks += 1
+                        self.t.warn("ack", f"bad ack frame from {self.route.dst_addr}")
+                    break
+                head = frame[:ACK_FRAME.size]
+                _, _, seq, flow, member, offset, length, status = ACK_FRAME.unpack(head)
+                try:
+                    opener.open(seq, head, frame[ACK_FRAME.size:])
+                except AuthError as e:
+                    self.t.stats.bad_acks += 1
+                    self.t.warn("ack", f"ack from {self.route.dst_addr}: {e}")
                     break
                 self._on_ack(ChunkKey(flow, member, offset, length), status)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        except (ConnectionError, OSError):
             pass
         finally:
             self.broken = True
             self.wake.set()
+
+    def _peer_error(self, data: bytes) -> None:
+        self.t.stats.peer_errors += 1
+        _, _, n = ERROR_HEAD.unpack_from(data.ljust(ERROR_HEAD.size, b"\0"))
+        reason = data[ERROR_HEAD.size:ERROR_HEAD.size + n].decode("utf-8", "replace")
+        self.t.warn("peer", f"{self.route.dst_addr} closed class {self.route.hw_class}: "
+                    f"{reason}")
 
     def _on_ack(self, key: ChunkKey, status: int) -> None:
         total = self.unacked.pop(key, None)
@@ -458,12 +360,15 @@ class _TcpConnection:
             self.bad.pop(key, None)
             self.t.events.chunk_acked(self.route, key)
             return
+        self.t.stats.chunks_resent += 1
+        if status == STATUS_BUSY:
+            asyncio.get_running_loop().call_later(BUSY_RETRY_S, self.enqueue, key, total)
+            return
         n = self.bad[key] = self.bad.get(key, 0) + 1
         if n > MAX_BAD_RESENDS:
             self.bad.pop(key)
             self.t.events.chunk_failed(self.route, key, "chunk failed verification repeatedly")
             return
-        self.t.stats.chunks_resent += 1
         self.queue.appendleft((key, total))
         self.wake.set()
 
@@ -473,6 +378,15 @@ class _TcpConnection:
         self.queue.clear()
         for key in items:
             self.t.events.chunk_failed(self.route, key, reason)
+
+
+async def _read_error(reader: asyncio.StreamReader, magic: bytes) -> str:
+    rest = await reader.read(ERROR_HEAD.size - 4 + 1024)
+    data = magic + rest
+    if len(data) < ERROR_HEAD.size or data[4] != KIND_ERROR:
+        return "an unexpected reply instead of the server hello"
+    _, _, n = ERROR_HEAD.unpack_from(data)
+    return data[ERROR_HEAD.size:ERROR_HEAD.size + n].decode("utf-8", "replace")
 
 
 # --- in memory (unit tests only) ----------------------------------------------------------------
@@ -516,6 +430,9 @@ class MemoryTransport:
                 h.cancel()
         for a in self.addrs:
             self.fabric.endpoints.pop(a, None)
+
+    def as_pairs(self) -> list[tuple[str, float]]:
+        return self.stats.as_pairs("transport.") + self.ledger.as_pairs()
 
     def corrupt_next(self, n: int) -> None:
         self._corrupt += n

@@ -37,7 +37,7 @@ from ..workload.cache import PrefixCaches
 from ..workload.compute import ComputeModel
 from ..workload.deployment import Deployment, Unit
 from ..workload.requests import Request
-from ..workload.router import Placement, Router
+from ..workload.router import Router, Routing
 from ..workload.stages import BatchPlan, Chunk, CollectiveStep, ComputeStep, Member, StagePlanner
 from .engine import Engine, EventKind
 from .topology import Topology
@@ -45,7 +45,7 @@ from .transfer import Transfer
 
 __all__ = ["Cluster", "IsolatedTtft", "Serving", "ServingConfig", "SimStats", "SloFn"]
 
-SloFn = Callable[[Request, Placement], float]
+SloFn = Callable[[Request, Routing], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class _Req:
                  "index", "inflight_chunks", "next_token", "p2d_deadline_s", "p2d_done_s",
                  "p2d_left", "remaining_new", "req", "route", "slo_s", "unit")
 
-    def __init__(self, req: Request, index: int, route: Placement, unit: Unit, slo_s: float,
+    def __init__(self, req: Request, index: int, route: Routing, unit: Unit, slo_s: float,
                  evaluated: bool, decode_s: float) -> None:
         self.req = req
         self.index = index
@@ -179,7 +179,7 @@ class Serving:
 
     def __init__(self, cluster: Cluster, policy: Policy, requests: Sequence[Request],
                  slo_fn: SloFn, *, warmup: int, evaluated: int,
-                 forced_routes: dict[int, Placement] | None = None,
+                 forced_routes: dict[int, Routing] | None = None,
                  history: Sequence[Request] = (), check_invariants: bool = False,
                  record_flows: bool = False,
                  progress: Callable[[int, int], None] | None = None,
@@ -526,7 +526,7 @@ class IsolatedTtft:
         self.cluster = cluster
         self._memo: dict[tuple, float] = {}
 
-    def __call__(self, req: Request, route: Placement) -> float:
+    def __call__(self, req: Request, route: Routing) -> float:
         key = (route.unit, route.remote_unit, req.input_tokens, route.local_tokens,
                route.remote_tokens)
         ttft = self._memo.get(key)

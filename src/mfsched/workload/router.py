@@ -38,11 +38,11 @@ import numpy as np
 from .cache import PrefixCaches
 from .requests import Request, prefix_hit_tokens
 
-__all__ = ["Placement", "Router", "lockstep_tokens"]
+__all__ = ["Router", "Routing", "lockstep_tokens"]
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
+class Routing:
     """Where a request is prefilled and where its reused prefix comes from."""
 
     unit: int
@@ -93,7 +93,7 @@ class Router:
         self._ids = np.arange(self.shape[0] * self.shape[1])
 
     def route(self, request: Request, caches: PrefixCaches, pending_tokens: np.ndarray,
-              last_routed: np.ndarray) -> Placement:
+              last_routed: np.ndarray) -> Routing:
         """Choose the prefill unit and the Stage-1 source for ``request``.
 
         ``pending_tokens[u]``: the queued and running new-token work of unit u;
@@ -127,4 +127,4 @@ class Router:
             extra = min(prefix_hit_tokens(request, hits[v]), reusable) - local
             if v != best and extra > 0:
                 remote_unit, remote = v, extra
-        return Placement(best, local, remote_unit, remote)
+        return Routing(best, local, remote_unit, remote)
