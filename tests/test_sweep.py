@@ -40,7 +40,10 @@ def test_sweep_cli_json():
 
 @pytest.mark.parametrize("args,fragment", [(["--rate", "x"], "--rate: expected"),
                                             (["--rate", "-1"], "--rate must be a positive number"),
-                                            (["--bandwidth-scale", "0"], "--bandwidth-scale")])
+                                            (["--bandwidth-scale", "0"], "--bandwidth-scale"),
+                                            (["--executor", "mpi"], "unknown executor 'mpi'"),
+                                            (["--ray-address", "auto"],
+                                             "--ray-address needs --executor ray")])
 def test_sweep_bad_input(args, fragment):
     res = subprocess.run([sys.executable, "-m", "mfsched.cli", "sweep", *args],
                          capture_output=True, text=True)

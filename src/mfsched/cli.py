@@ -167,7 +167,13 @@ def sweep(
         help="Add the contention-free reference (fair sharing, every flow alone on its "
              "path).")] = True,
     jobs: Annotated[int, typer.Option(
-        help=f"Parallel processes, one configuration each (1..{_MAX_JOBS}).")] = 1,
+        help=f"Configurations run at once (worker processes, or the CPUs of a local Ray "
+             f"instance; 1..{_MAX_JOBS}).")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="Where configurations run: 'process' or 'ray' (the ray extra), as for "
+             "'mfsched reproduce'.")] = "process",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Join this Ray cluster instead of starting a local instance.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
         = None,
     as_json: AsJson = False,
@@ -190,6 +196,9 @@ def sweep(
     check_out_file(out)
     integer("--jobs", jobs, 1, _MAX_JOBS)
     names = tuple(scheduler_names(scheduler))
+    from .experiments.executors import check
+
+    check(executor, jobs, ray_address)
     base = sc.config()
     check_policy_options(base, names)
     workloads = (tuple(w.strip() for w in workload.split(",") if w.strip())
@@ -209,7 +218,8 @@ def sweep(
     compile_notice()
     with progress(_show_progress(as_json), "configurations") as bar:
         task = bar.add_task("sweep", total=len(configs))
-        rows = run_sweep(spec, jobs, lambda done, total: bar.update(task, completed=done))
+        rows = run_sweep(spec, jobs, lambda done, total: bar.update(task, completed=done),
+                         executor=executor, address=ray_address)
     if out is not None:
         write_file(out, json.dumps(rows, indent=2) + "\n")
     if as_json:
@@ -327,9 +337,11 @@ def _stopped(code: int | None = None) -> None:
 
 
 def main() -> None:
+    from .cli_experiments import register as register_experiments
     from .dataplane.commands import register
 
     register(app)
+    register_experiments(app)
     signal.signal(signal.SIGTERM, _on_sigterm)
     args = sys.argv[1:] or ["--help"]  # bare 'mfsched': the help, once
     try:

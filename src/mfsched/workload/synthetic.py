@@ -10,6 +10,13 @@ published shape (paper §6.1 and the trace README):
   is Zipf-skewed (a few hot prefixes dominate, which creates "victim" prefill units), followed
   by short multi-step tool-call chains. Mean prompt about 1k tokens, about 65% reuse.
 
+Two more presets of the same two generators stand in for the Mooncake workloads the paper runs
+on Llama-3-8B with sequence parallelism (paper §6.1: about 15k and 9k tokens of context, about
+40% and 65% reuse), with the Mooncake traces' 512-token hash blocks:
+
+* ``mooncake-conv``: long conversations (documents pasted into chats), ~15k tokens, ~40% reuse.
+* ``mooncake-agent``: tool-agent sessions on long tool templates, ~9k tokens, ~65% reuse.
+
 Sessions take time: a session's next turn cannot come before its answer was generated and its
 user (or tool) took its think time. Given the stream's request rate and the model's decode time
 per token (:class:`SessionTiming`), a session is ready again that many requests later; each
@@ -148,6 +155,16 @@ WORKLOADS: Registry[object] = Registry("workload")
 WORKLOADS.add("conv", ConvPreset(), "multi-turn conversation, ~2k tokens, ~50% reuse (QwenA)")
 WORKLOADS.add("agent", AgentPreset(), "agent/tool calls, ~1k tokens, ~65% reuse, hot prefixes "
               "(QwenB)")
+# Calibrated by tests/test_synthetic.py against the paper's Mooncake statistics (§6.1); think
+# times are the presets' (Bailian's chat and agent medians).
+WORKLOADS.add("mooncake-conv",
+              ConvPreset(system_tokens_mean=800, message_tokens_mean=8500,
+                         output_tokens_mean=350, mean_turns=1.6, block_tokens=512),
+              "long conversations, ~15k tokens, ~40% reuse, 512-token blocks (Mooncake conv)")
+WORKLOADS.add("mooncake-agent",
+              AgentPreset(template_tokens_mean=3900, task_tokens_mean=3800,
+                          step_tokens_mean=1100, output_tokens_mean=180, block_tokens=512),
+              "tool-agent sessions, ~9k tokens, ~65% reuse, 512-token blocks (Mooncake agent)")
 
 
 class _Ids:
