@@ -97,6 +97,9 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in set(multiprocessing.active_children()) - others:
             worker.terminate()
+        # with its workers gone the pool's manager thread ends; wait for it, or the
+        # interpreter's exit would wake it through a pipe it may have closed (a traceback)
+        pool.shutdown(wait=True)
         raise
     pool.shutdown(wait=True)
 
