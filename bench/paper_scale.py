@@ -67,7 +67,7 @@ def main() -> None:
             fs = got["fs"]
             share = fs["instance_request_share"]
             lines.append(f"| {wl} | {rate:g} | "
-                         + " | ".join(f"{got[c]['slo_attainment']:.3f}" for c in cols)
+                         + " | ".join(f"{got[c]['slo_attainment']:.1%}" for c in cols)
                          + f" | {fs['ideal_prefix_reuse']:.3f} / {fs['prefix_reuse']:.3f} | "
                          f"{min(share):.3f} / {max(share):.3f} |")
     text = "\n".join(lines)
