@@ -33,17 +33,21 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from ..policy.types import MAX_RANK, RANK_BITS
 
 __all__ = ["allocate", "allocate_rows", "link_loads", "priority_key"]
 
 _REL_TOL = 1e-9
 _INF = float("inf")  # a float literal: numba reads np.inf through a slow global lookup
-_RANK_BITS = 40  # ranks below 2**40; levels below 2**23
+_MAX_LEVEL = (1 << (63 - RANK_BITS)) - 1
 
 
 def priority_key(level: int, rank: int) -> int:
     """Strict order of (level, rank) as one integer (level first)."""
-    return (level << _RANK_BITS) + rank
+    if not (0 <= rank <= MAX_RANK and 0 <= level <= _MAX_LEVEL):
+        raise ValueError(f"priority ({level}, {rank}) out of range: levels 0..{_MAX_LEVEL}, "
+                         f"ranks 0..{MAX_RANK}")
+    return (level << RANK_BITS) + rank
 
 
 def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarray,
