@@ -18,7 +18,7 @@ Life of a request (all times simulated):
 Stage-1 fetches of a batch start at batch start for the first ``reuse_lookahead_layers`` layers
 (0 = all, like vLLM's ``start_load_kv``) and one more layer at each layer boundary.
 
-(About 540 lines, over the project's 400, for one reason: the life of a request above is one
+(About 570 lines, over the project's 400, for one reason: the life of a request above is one
 state machine over the same per-request and per-batch state; split by stage, each part would
 have to reach into the others' state. The cluster description, the SLO reference and the
 engine live elsewhere.)
