@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import ast
 import inspect
+from collections import defaultdict
 from dataclasses import fields
 from pathlib import Path
 from typing import get_type_hints
 
 import pytest
+import typer.main
 
-from mfsched import cli
+from mfsched import cli, cli_experiments
 from mfsched.cli_options import EmulationOptions, ScenarioOptions
 from mfsched.dataplane import commands
 
@@ -88,3 +90,34 @@ def test_the_emulation_options_are_declared_once(command):
     for f in fields(EmulationOptions):
         assert _same(params[f.name].annotation, declared[f.name]), f.name
     assert params["requests"].default == 32 and params["warmup"].default == 8
+
+
+# Flags that name different things on different commands, each declared where it is used:
+# sweep's lists of what it sweeps, and where each command writes (a run's directory, sweep's
+# JSON file, reproduce's results directory, report's page).
+_DIFFERENT = {("sweep", "--workload"), ("sweep", "--rate"), ("sweep", "--bandwidth-scale"),
+              ("sweep", "--out"), ("reproduce", "--out"), ("report", "--out")}
+
+
+def _commands(group, prefix=""):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield prefix + name, command
+
+
+def test_every_option_of_every_command_is_declared_once():
+    """One flag, one declaration (one help text) across every command of ``mfsched``, the
+    data-plane and experiment commands included: only the flags of _DIFFERENT mean something
+    else on their command."""
+    commands.register(cli.app)
+    cli_experiments.register(cli.app)
+    helps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for name, command in _commands(typer.main.get_command(cli.app)):
+        for param in command.params:
+            if param.param_type_name == "option" and (name, param.opts[0]) not in _DIFFERENT:
+                helps[param.opts[0]][param.help].append(name)
+    assert len(helps) > 40  # the walk found the commands' options
+    repeated = {flag: dict(by_help) for flag, by_help in helps.items() if len(by_help) > 1}
+    assert not repeated

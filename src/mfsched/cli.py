@@ -32,11 +32,20 @@ from .cli_files import (
     write_run,
 )
 from .cli_options import (
+    MAX_JOBS,
     AsJson,
     Command,
+    EpBackend,
+    Executor,
     Group,
+    Jobs,
+    KvConnections,
+    RayAddress,
+    RingChannels,
+    RunDir,
     ScenarioOptions,
     Scheduler,
+    Seeds,
     floats,
     ints,
     with_groups,
@@ -58,7 +67,6 @@ from .validate import integer
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   help="MFS: multi-stage flow scheduling for disaggregated LLM serving.")
 
-_MAX_JOBS = 256
 _PROGRESS_UNIT = "requests (warm-up + evaluated)"
 
 
@@ -96,9 +104,7 @@ def _dropped_notice(prepared) -> None:
 def simulate(
     sc: ScenarioOptions,
     scheduler: Scheduler = "all",
-    out: Annotated[Path | None, typer.Option(
-        help="Write per-request, per-flow, per-collective and per-batch records (Parquet), "
-             "the resolved config and the summary into this directory.")] = None,
+    out: RunDir = None,
     as_json: AsJson = False,
 ) -> None:
     """Simulate a disaggregated prefill cluster and report TTFT SLO attainment per scheduler.
@@ -160,20 +166,15 @@ def sweep(
         = "0.25,0.5,0.75,1.0,1.25",
     bandwidth_scale: Annotated[str, typer.Option(
         help="Comma-separated factors applied to every link capacity.")] = "1.0",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (whole numbers).")] = "0",
+    seeds: Seeds = "0",
     scheduler: Scheduler = "all",
     reference: Annotated[bool, typer.Option(
         "--reference/--no-reference",
         help="Add the contention-free reference (fair sharing, every flow alone on its "
              "path).")] = True,
-    jobs: Annotated[int, typer.Option(
-        help=f"Configurations run at once (worker processes, or the CPUs of a local Ray "
-             f"instance; 1..{_MAX_JOBS}).")] = 1,
-    executor: Annotated[str, typer.Option(
-        help="Where configurations run: 'process' or 'ray' (the ray extra), as for "
-             "'mfsched reproduce'.")] = "process",
-    ray_address: Annotated[str | None, typer.Option(
-        help="Join this Ray cluster instead of starting a local instance.")] = None,
+    jobs: Jobs = 1,
+    executor: Executor = "process",
+    ray_address: RayAddress = None,
     out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
         = None,
     as_json: AsJson = False,
@@ -186,6 +187,7 @@ def sweep(
 
     Every other option is the scenario option of 'mfsched simulate'. Tables show attainment in percent, averaged over the seeds.
     """  # noqa: E501 (the help formatter keeps line breaks)
+    from .experiments.executors import check, default_jobs
     from .experiments.runner import check_policy_options, prepare, scheduler_names
     from .experiments.sweep import SweepSpec, markdown_tables, run_sweep
 
@@ -194,10 +196,8 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     check_out_file(out)
-    integer("--jobs", jobs, 1, _MAX_JOBS)
+    jobs = default_jobs() if jobs is None else integer("--jobs", jobs, 1, MAX_JOBS)
     names = tuple(scheduler_names(scheduler))
-    from .experiments.executors import check
-
     check(executor, jobs, ray_address)
     base = sc.config()
     check_policy_options(base, names)
@@ -232,13 +232,10 @@ def sweep(
 
 @app.command(cls=Command)
 def calibrate(
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the table averages them).")]
-        = "0,1,2",
-    ep_backend: Annotated[str | None, typer.Option(
-        help="Override the EP backend ('allgather' or 'alltoall').")] = None,
-    ring_channels: Annotated[int | None, typer.Option(help="Override NCCL channels.")] = None,
-    kv_connections: Annotated[int | None, typer.Option(
-        help="Override the connections of a KV transfer.")] = None,
+    seeds: Seeds = "0,1,2",
+    ep_backend: EpBackend = None,
+    ring_channels: RingChannels = None,
+    kv_connections: KvConnections = None,
     as_json: AsJson = False,
 ) -> None:
     """What contention costs in the paper's Fig. 5 set-up (testbed, Mixtral-8x7B, agent at 1 req/s per GPU): TTFT and all-to-all CCT with and without contention, next to the paper's.

@@ -27,7 +27,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .cli_options import MAX_JOBS, AsJson, Command, Executor, Jobs, RayAddress
 from .errors import UserError
+from .validate import integer
 
 __all__ = ["register"]
 
@@ -46,21 +48,13 @@ def reproduce(
     out: Annotated[Path | None, typer.Option(
         help="Results directory. Default: results/NAME (results/NAME-quick with --quick).")]
         = None,
-    executor: Annotated[str, typer.Option(
-        help="Where the grid points run: 'process' (local processes) or 'ray' (needs the ray "
-             "extra: pip install 'mfsched\\[ray]').")] = "process",
-    jobs: Annotated[int | None, typer.Option(
-        help="Points run at once: local worker processes, or the CPUs of the local Ray "
-             "instance. Default: the CPUs this process may use.")] = None,
-    ray_address: Annotated[str | None, typer.Option(
-        help="Join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of starting "
-             "a local instance; its workers need the same mfsched installed.")] = None,
+    executor: Executor = "process",
+    jobs: Jobs = None,
+    ray_address: RayAddress = None,
     resume: Annotated[bool, typer.Option(
         help="Complete an interrupted run in --out: only the points not yet on disk run.")]
         = False,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print a JSON object (or the --list) on stdout instead of tables.")]
-        = False,
+    as_json: AsJson = False,
 ) -> None:
     """Reproduce one of the paper's experiments (Figs. 5, 10-15) as a grid of simulations.
 
@@ -89,7 +83,7 @@ def reproduce(
     if name is None:
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
-    jobs = default_jobs() if jobs is None else jobs
+    jobs = default_jobs() if jobs is None else integer("--jobs", jobs, 1, MAX_JOBS)
     check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run
@@ -194,6 +188,6 @@ def register(app: typer.Typer) -> None:
     """Add ``reproduce`` and ``report`` to the ``mfsched`` app (idempotent)."""
     names = {c.name for c in app.registered_commands}
     if "reproduce" not in names:
-        app.command("reproduce")(reproduce)
+        app.command("reproduce", cls=Command)(reproduce)
     if "report" not in names:
-        app.command("report")(report)
+        app.command("report", cls=Command)(report)

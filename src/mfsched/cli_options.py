@@ -7,10 +7,12 @@ in one place) and which turns itself into the object the run needs:
 takes a group as one parameter and :func:`with_groups` spreads its fields into the command's
 signature, so ``simulate``, ``sweep``, ``testbed`` and ``compare`` share every declaration
 (with per-command defaults, e.g. 32 requests on the emulated testbed). Options of a single
-command stay in its signature; the few that several commands share as they are (``--json``,
-``--scheduler``) are the ``Annotated`` aliases below.
+command stay in its signature; those that several commands share as they are (``--json``,
+``--scheduler``, ``--out`` of a run, ``--seeds``, the executor's, the network model's
+overrides) are the ``Annotated`` aliases below, each declared once.
 
-Callers: :mod:`mfsched.cli` and :mod:`mfsched.dataplane.commands`; this module imports neither.
+Callers: :mod:`mfsched.cli`, :mod:`mfsched.dataplane.commands` and
+:mod:`mfsched.cli_experiments`; this module imports none of them.
 Heavy imports happen inside the methods, so that ``mfsched --help`` stays fast.
 """
 
@@ -28,8 +30,9 @@ from typer.core import TyperCommand, TyperGroup
 from .errors import UserError
 from .validate import integer, number
 
-__all__ = ["AsJson", "Command", "EmulationOptions", "Group", "ScenarioOptions", "Scheduler",
-           "floats", "ints", "with_groups"]
+__all__ = ["MAX_JOBS", "AsJson", "Command", "EmulationOptions", "EpBackend", "Executor", "Group",
+           "Jobs", "KvConnections", "RayAddress", "RingChannels", "RunDir", "ScenarioOptions",
+           "Scheduler", "Seeds", "floats", "ints", "with_groups"]
 
 
 # --- help output: no "<bool>" label on flags ------------------------------------------------
@@ -60,6 +63,36 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout 
                                                      "if any, goes to stderr).")]
 Scheduler = Annotated[str, typer.Option(
     help="Scheduler name, comma-separated names, or 'all' (see 'mfsched list schedulers').")]
+RunDir = Annotated[Path | None, typer.Option(
+    "--out",
+    help="Write per-request, per-flow, per-collective and per-batch records (Parquet), the "
+         "resolved config and the summary into this directory (compare: into its simulator/ "
+         "and testbed/ subdirectories).")]
+Seeds = Annotated[str, typer.Option(
+    help="Comma-separated seeds (whole numbers); tables show the mean over them.")]
+# where grid points run (sweep, reproduce)
+MAX_JOBS = 256
+Executor = Annotated[str, typer.Option(
+    help="Where the points run: 'process' (local worker processes) or 'ray' (needs the ray "
+         "extra: pip install 'mfsched\\[ray]').")]
+Jobs = Annotated[int | None, typer.Option(
+    help=f"Points run at once: local worker processes, or the CPUs of a local Ray instance "
+         f"(1..{MAX_JOBS}; unset: the CPUs this process may use).")]
+RayAddress = Annotated[str | None, typer.Option(
+    help="Join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of starting a "
+         "local instance; its workers need the same mfsched installed.")]
+# the network model's overrides (the scenario options; calibrate takes them alone)
+EpBackend = Annotated[str | None, typer.Option(
+    help="How EP dispatch/combine move bytes: 'allgather' (vLLM's default "
+         "allgather_reducescatter on NCCL rings) or 'alltoall' (routed, DeepEP style). "
+         "Default: what the stack does on the scenario's GPUs (testbed: allgather, "
+         "fattree: alltoall).")]
+RingChannels = Annotated[int | None, typer.Option(
+    help="NCCL channels (connections per ring edge). Default: NCCL's choice for the "
+         "hardware (testbed 2, fattree 16).")]
+KvConnections = Annotated[int | None, typer.Option(
+    help="Connections a KV transfer is striped over. Default: 2 (Mooncake's queue pairs per "
+         "endpoint).")]
 
 
 # --- option groups ----------------------------------------------------------------------------
@@ -132,17 +165,9 @@ class ScenarioOptions(OptionGroup):
     per_flow: Annotated[bool, typer.Option(
         "--per-flow",
         help="Reference mode: every member of a collective is its own flow (slower).")] = False
-    ep_backend: Annotated[str | None, typer.Option(
-        help="How EP dispatch/combine move bytes: 'allgather' (vLLM's default "
-             "allgather_reducescatter on NCCL rings) or 'alltoall' (routed, DeepEP style). "
-             "Default: what the stack does on the scenario's GPUs (testbed: allgather, "
-             "fattree: alltoall).")] = None
-    ring_channels: Annotated[int | None, typer.Option(
-        help="NCCL channels (connections per ring edge). Default: NCCL's choice for the "
-             "hardware (testbed 2, fattree 16).")] = None
-    kv_connections: Annotated[int | None, typer.Option(
-        help="Connections a KV transfer is striped over. Default: 2 (Mooncake's queue pairs "
-             "per endpoint).")] = None
+    ep_backend: EpBackend = None
+    ring_channels: RingChannels = None
+    kv_connections: KvConnections = None
     collective_layout: Annotated[str | None, typer.Option(
         help="'ring' (NCCL's rings, the default) or 'mesh' (every rank straight to every "
              "other; to measure what the rings change).")] = None

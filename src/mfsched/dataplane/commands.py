@@ -28,7 +28,9 @@ from ..cli_options import (
     Command,
     EmulationOptions,
     Group,
+    RunDir,
     ScenarioOptions,
+    Scheduler,
     with_groups,
 )
 from ..cli_output import err_console, pct, print_results, progress, stdout_console, ticker
@@ -44,11 +46,6 @@ DEFAULT_SCHEDULERS = "fs,mfs"
 _NOT_EMULATED = ("nic_gbps",)
 _PROGRESS_UNIT = "requests (warm-up + evaluated)"
 
-Out = Annotated[Path | None, typer.Option(help="Write records (Parquet), config and summary "
-                                                "here, as 'mfsched simulate --out' does.")]
-TestbedScheduler = Annotated[str, typer.Option(
-    help="Scheduler name, comma-separated names, or 'all' (each run takes about 20 s of wall "
-         "time per simulated second).")]
 
 
 def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
@@ -72,11 +69,11 @@ def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
 
 @with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
 def testbed(sc: ScenarioOptions, emu: EmulationOptions,
-            scheduler: TestbedScheduler = DEFAULT_SCHEDULERS, out: Out = None,
+            scheduler: Scheduler = DEFAULT_SCHEDULERS, out: RunDir = None,
             as_json: AsJson = False) -> None:
     """Run the scenario on the emulated testbed: namespaces, HTB priority queues, daemons, real TCP.
 
-    Needs root. Defaults (fs and mfs, 32 requests after 8 warm-up) take about 2.5 minutes on two idle cores. Prints the simulator's table; --json prints the simulator's JSON keys.
+    Needs root. Each scheduler's run takes about 20 s of wall time per simulated second: the defaults (fs and mfs, 32 requests after 8 warm-up) about 2.5 minutes on two idle cores. Prints the simulator's table; --json prints the simulator's JSON keys.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
     _, emulation, names, prepared = _setup(sc, emu, scheduler, out)
     from .testbed import run_testbed
@@ -102,7 +99,7 @@ def testbed(sc: ScenarioOptions, emu: EmulationOptions,
 
 @with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
 def compare(sc: ScenarioOptions, emu: EmulationOptions,
-            scheduler: TestbedScheduler = DEFAULT_SCHEDULERS, out: Out = None,
+            scheduler: Scheduler = DEFAULT_SCHEDULERS, out: RunDir = None,
             as_json: AsJson = False) -> None:
     """Run the identical scenario in the simulator and on the emulated testbed; print both.
 
