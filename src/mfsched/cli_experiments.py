@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .cli_options import Command
 from .errors import UserError
 
 __all__ = ["register"]
@@ -194,6 +195,6 @@ def register(app: typer.Typer) -> None:
     """Add ``reproduce`` and ``report`` to the ``mfsched`` app (idempotent)."""
     names = {c.name for c in app.registered_commands}
     if "reproduce" not in names:
-        app.command("reproduce")(reproduce)
+        app.command("reproduce", cls=Command)(reproduce)
     if "report" not in names:
-        app.command("report")(report)
+        app.command("report", cls=Command)(report)
