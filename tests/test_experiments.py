@@ -375,6 +375,10 @@ def test_a_model_subset_is_its_own_grid():
     assert experiment_digest(two, False) != experiment_digest(exp, False)
     assert str(default_out_dir(two, True, ("dbrx", "mixtral-8x22b"))) == \
         "results/fig11-conv+dbrx+mixtral-8x22b-quick"
+    from mfsched.report.sections import _command  # the command the report prints
+
+    assert _command(exp, True) == "mfsched reproduce fig11-conv --quick"
+    assert _command(two, False) == "mfsched reproduce fig11-conv --models dbrx,mixtral-8x22b"
 
 
 @pytest.mark.parametrize("blocked,args,fragment", [
