@@ -48,6 +48,9 @@ def reproduce(
     out: Annotated[Path | None, typer.Option(
         help="Results directory. Default: results/NAME (results/NAME-quick with --quick).")]
         = None,
+    models: Annotated[str | None, typer.Option(
+        help="Run only these of the experiment's models (comma-separated); the results go to "
+             "their own directory (default results/NAME+MODEL...).")] = None,
     executor: Executor = "process",
     jobs: Jobs = None,
     ray_address: RayAddress = None,
@@ -83,12 +86,15 @@ def reproduce(
     if name is None:
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
+    only = tuple(m.strip() for m in models.split(",")) if models is not None else ()
+    if models is not None:
+        exp = exp.with_models(only)
     jobs = default_jobs() if jobs is None else integer("--jobs", jobs, 1, MAX_JOBS)
     check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run
 
-    out_dir = out if out is not None else default_out_dir(exp, quick)
+    out_dir = out if out is not None else default_out_dir(exp, quick, only)
     grid = "quick" if quick else "full"
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("points"), TimeElapsedColumn(), TextColumn("ETA"),
