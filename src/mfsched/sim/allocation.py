@@ -35,7 +35,7 @@ import numpy as np
 from .._jit import njit
 from ..policy.types import MAX_RANK, RANK_BITS
 
-__all__ = ["allocate", "allocate_rows", "link_loads", "priority_key"]
+__all__ = ["allocate", "allocate_rows", "allocate_subset", "link_loads", "priority_key"]
 
 _REL_TOL = 1e-9
 # How far below the links' bound a cap must lie for a step to skip the link scans: far more
@@ -88,14 +88,24 @@ def allocate_rows(capacity, links, weights, nlinks, keys, caps, shares, n, rates
 
     (Writing into the caller's array rather than returning one keeps the call cheap.)
     """
-    for f in range(n):
+    allocate_subset(capacity, capacity.copy(), np.arange(n), links, weights, nlinks, keys, caps,
+                    shares, rates)
+
+
+@njit
+def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps, shares,
+                    rates):
+    """:func:`allocate_rows` for the flows in ``rows`` only, on ``residual`` capacity (updated
+    in place): what the other flows leave (:mod:`mfsched.sim.network` reserves paced flows'
+    rates before it fills the rest)."""
+    n = len(rows)
+    for f in rows:
         rates[f] = 0.0
     if n == 0:
         return
-    residual = capacity.copy()
     local_of = np.full(len(capacity), -1, dtype=np.int64)
-    frozen = np.zeros(n, dtype=np.bool_)
-    order = np.argsort(keys[:n], kind="mergesort")
+    frozen = np.zeros(len(keys), dtype=np.bool_)
+    order = rows[np.argsort(keys[rows], kind="mergesort")]
     i = 0
     while i < n:
         key = keys[order[i]]
