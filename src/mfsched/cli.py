@@ -44,6 +44,7 @@ from .cli_options import (
 from .cli_output import (
     compile_notice,
     err_console,
+    memo_notice,
     pct,
     print_results,
     print_sweep,
@@ -115,6 +116,7 @@ def simulate(
     prepared = prepare(cfg)
     _dropped_notice(prepared)
     compile_notice()
+    memo_notice(prepared)
     with progress(_show_progress(as_json), _PROGRESS_UNIT) as bar:
         results = run(prepared, names, record_flows=out is not None, progress=ticker(bar))
     rows = [r.to_json() for r in results]

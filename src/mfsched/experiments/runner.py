@@ -1,14 +1,18 @@
 """Build a cluster from a config, load the workload, run schedulers, summarise.
 
 ``run(config, schedulers)`` is what ``mfsched simulate`` calls. Static parts (topology,
-deployment, planner, the request stream and the isolated-TTFT memo behind the SLOs) are built
-once and shared by all scheduler runs, so every scheduler sees exactly the same requests.
+deployment, planner, the request stream, the prefix caches warmed by the stream's history and
+the isolated-TTFT memo behind the SLOs) are built once and shared by all scheduler runs, so
+every scheduler sees exactly the same requests: each run starts from a copy of the warmed
+caches (:class:`~mfsched.sim.serving.WarmCaches`), and the memo (:mod:`mfsched.sim.slomemo`) is
+kept on disk for the next run of the same cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -16,7 +20,8 @@ from ..errors import UserError
 from ..metrics import Summary, summarize
 from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
-from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn
+from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn, WarmCaches, prewarm
+from ..sim.slomemo import SloStore
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
 from ..validate import MAX_SIMULATED_S
@@ -228,11 +233,14 @@ def slo_rule(cfg: SimConfig) -> str:
             f"(--slo-scale)")
 
 
-def make_slo_fn(cfg: SimConfig, cluster: Cluster) -> SloFn:
+def make_slo_fn(cfg: SimConfig, cluster: Cluster,
+                isolated: IsolatedTtft | None = None) -> SloFn:
+    """The SLO rule of ``cfg``; ``isolated`` is the memo to use (a fresh in-memory one if
+    None)."""
     if cfg.slo_s is not None:
         slo = cfg.slo_s
         return lambda _req, _route: slo
-    isolated = IsolatedTtft(cluster)
+    isolated = IsolatedTtft(cluster) if isolated is None else isolated
     scale = cfg.slo_scale
     return lambda req, route: scale * isolated(req, route)
 
@@ -244,7 +252,7 @@ def run_scheduler(p: Prepared, scheduler: str, *, record_flows: bool = False,
     cfg = p.config
     policy = make_policy(scheduler, cfg.num_levels, cfg.options_for(scheduler))
     sim = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
-                  evaluated=p.evaluated, history=p.history, record_flows=record_flows,
+                  evaluated=p.evaluated, warm=p.warm, record_flows=record_flows,
                   check_invariants=check_invariants, progress=progress)
     records, stats = sim.run()
     return RunResult.of(p, scheduler, records, stats)
@@ -262,8 +270,21 @@ class Prepared:
     slo_fn: SloFn
     history: list[Request]  # served before the run: only warms the prefix caches
     dropped_lines: tuple[int, ...] = ()  # trace lines dropped for the context (Stream)
+    # the memo behind slo_fn (None with a constant SLO)
+    isolated: IsolatedTtft | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
+    def warm(self) -> WarmCaches:
+        """The prefix caches after the history (routed once; each run gets a copy)."""
+        return prewarm(self.cluster, self.history,
+                       self.requests[0].block_tokens if self.requests else 16)
+
+    def save_memo(self) -> None:
+        """Keep the isolated TTFTs computed so far for the next run of this cluster."""
+        if self.isolated is not None:
+            self.isolated.store.save()
+
+    @cached_property
     def ideal_reuse(self) -> float:
         """The prompt reuse an infinite cache would give the evaluated requests (having seen
         the history and the requests before them): the workload's intended reuse."""
@@ -305,20 +326,24 @@ def resolved(p: Prepared, schedulers: Sequence[str] = ()) -> dict:
 
 
 def prepare(cfg: SimConfig) -> Prepared:
-    """Build the cluster and the request stream; raises UserError for bad input."""
+    """Build the cluster and the request stream; raises UserError for bad input. The SLO memo
+    starts from the cluster's on-disk entries (:class:`~mfsched.sim.slomemo.SloStore`)."""
     cluster = build_cluster(cfg)
     s = load_requests(cfg, cluster)
-    return Prepared(cfg, cluster, s.requests, s.warmup, s.evaluated, make_slo_fn(cfg, cluster),
-                    s.history, s.dropped_lines)
+    isolated = None if cfg.slo_s is not None else IsolatedTtft(cluster,
+                                                               SloStore.for_cluster(cluster))
+    return Prepared(cfg, cluster, s.requests, s.warmup, s.evaluated,
+                    make_slo_fn(cfg, cluster, isolated), s.history, s.dropped_lines, isolated)
 
 
 def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult:
     """Fair sharing on the same requests, every flow running as if alone on its path."""
     cluster = replace(p.cluster, serving=replace(p.cluster.serving, contention_free=True))
     sim = Serving(cluster, make_policy("fs", p.config.num_levels), p.requests, p.slo_fn,
-                  warmup=p.warmup, evaluated=p.evaluated, history=p.history,
+                  warmup=p.warmup, evaluated=p.evaluated, warm=p.warm,
                   record_flows=record_flows)
     records, stats = sim.run()
+    p.save_memo()
     return RunResult.of(p, CONTENTION_FREE, records, stats)
 
 
@@ -327,6 +352,7 @@ def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: b
     p = cfg if isinstance(cfg, Prepared) else prepare(cfg)
     results = []
     for name in schedulers:
-        cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
+        cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
         results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
+    p.save_memo()
     return results
