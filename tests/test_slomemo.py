@@ -106,3 +106,22 @@ def test_store_merges_parallel_writers(tmp_path):
     c.put("3,0,0,c", 1.0)
     c.save()  # a damaged file is replaced, not an error
     assert c.entries == {"3,0,0,c": 1.0}
+
+
+def test_parallel_workers_return_their_memo_entries_and_progress(tmp_path, monkeypatch):
+    monkeypatch.delenv("MFSCHED_NO_DISK_CACHE", raising=False)
+    cfg = SimConfig(requests=20, warmup=5, tail=0)
+    entries = {}
+    for jobs in (1, 2):
+        monkeypatch.setenv("MFSCHED_CACHE_DIR", str(tmp_path / str(jobs)))
+        p = runner.prepare(cfg)
+        last: dict[str, tuple[int, int]] = {}
+
+        def tick(name, done, total, last=last):
+            last[name] = (done, total)
+
+        results = runner.run(p, ["fs", "mfs"], jobs=jobs, progress=tick)
+        assert [r.scheduler for r in results] == ["fs", "mfs"]
+        assert set(last) == {"fs", "mfs"} and all(d == t for d, t in last.values())
+        entries[jobs] = runner.prepare(cfg).isolated.store.entries  # read back from disk
+    assert entries[1] and entries[2] == entries[1]

@@ -35,10 +35,12 @@ from .cli_options import (
     AsJson,
     Command,
     Group,
+    Jobs,
     ScenarioOptions,
     Scheduler,
     floats,
     ints,
+    jobs_or_default,
     with_groups,
 )
 from .cli_output import (
@@ -54,12 +56,10 @@ from .cli_output import (
     ticker,
 )
 from .errors import SimulationStuck, UserError
-from .validate import integer
 
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   help="MFS: multi-stage flow scheduling for disaggregated LLM serving.")
 
-_MAX_JOBS = 256
 _PROGRESS_UNIT = "requests (warm-up + evaluated)"
 
 
@@ -100,6 +100,7 @@ def simulate(
     out: Annotated[Path | None, typer.Option(
         help="Write per-request, per-flow, per-collective and per-batch records (Parquet), "
              "the resolved config and the summary into this directory.")] = None,
+    jobs: Jobs = None,
     as_json: AsJson = False,
 ) -> None:
     """Simulate a disaggregated prefill cluster and report TTFT SLO attainment per scheduler.
@@ -109,6 +110,7 @@ def simulate(
     from .experiments.runner import check_policy_options, prepare, run, scheduler_names
 
     check_out_dir(out)
+    jobs = jobs_or_default(jobs)
     cfg = sc.config()
     names = scheduler_names(scheduler)
     check_policy_options(cfg, names)
@@ -118,7 +120,8 @@ def simulate(
     compile_notice()
     memo_notice(prepared)
     with progress(_show_progress(as_json), _PROGRESS_UNIT) as bar:
-        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar))
+        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar),
+                      jobs=jobs)
     rows = [r.to_json() for r in results]
     if out is not None:
         doc = config_doc(prepared, names)
@@ -168,9 +171,7 @@ def sweep(
         "--reference/--no-reference",
         help="Add the contention-free reference (fair sharing, every flow alone on its "
              "path).")] = True,
-    jobs: Annotated[int, typer.Option(
-        help=f"Configurations run at once (worker processes, or the CPUs of a local Ray "
-             f"instance; 1..{_MAX_JOBS}).")] = 1,
+    jobs: Jobs = None,
     executor: Annotated[str, typer.Option(
         help="Where configurations run: 'process' or 'ray' (the ray extra), as for "
              "'mfsched reproduce'.")] = "process",
@@ -196,7 +197,7 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     check_out_file(out)
-    integer("--jobs", jobs, 1, _MAX_JOBS)
+    jobs = jobs_or_default(jobs)
     names = tuple(scheduler_names(scheduler))
     from .experiments.executors import check
 

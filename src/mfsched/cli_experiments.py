@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .cli_options import Jobs, jobs_or_default
 from .errors import UserError
 
 __all__ = ["register"]
@@ -49,9 +50,7 @@ def reproduce(
     executor: Annotated[str, typer.Option(
         help="Where the grid points run: 'process' (local processes) or 'ray' (needs the ray "
              "extra: pip install 'mfsched\\[ray]').")] = "process",
-    jobs: Annotated[int | None, typer.Option(
-        help="Points run at once: local worker processes, or the CPUs of the local Ray "
-             "instance. Default: the CPUs this process may use.")] = None,
+    jobs: Jobs = None,
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of starting "
              "a local instance; its workers need the same mfsched installed.")] = None,
@@ -66,7 +65,7 @@ def reproduce(
 
     Every grid point (model x workload x rate x seed, all schedulers on the same requests) is one task; each finished point is written to --out at once, so an interrupted run continues with --resume. The experiment's table is --out/results.parquet (one row per scheduler, point and seed); 'mfsched report DIR' turns it into an HTML page with figures.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    from .experiments.executors import check, default_jobs
+    from .experiments.executors import check
     from .experiments.spec import experiment_names, load_experiment
 
     if list_:
@@ -89,7 +88,7 @@ def reproduce(
     if name is None:
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
-    jobs = default_jobs() if jobs is None else jobs
+    jobs = jobs_or_default(jobs)
     check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run

@@ -8,7 +8,7 @@ takes a group as one parameter and :func:`with_groups` spreads its fields into t
 signature, so ``simulate``, ``sweep``, ``testbed`` and ``compare`` share every declaration
 (with per-command defaults, e.g. 32 requests on the emulated testbed). Options of a single
 command stay in its signature; the few that several commands share as they are (``--json``,
-``--scheduler``) are the ``Annotated`` aliases below.
+``--scheduler``, ``--jobs``) are the ``Annotated`` aliases below.
 
 Callers: :mod:`mfsched.cli` and :mod:`mfsched.dataplane.commands`; this module imports neither.
 Heavy imports happen inside the methods, so that ``mfsched --help`` stays fast.
@@ -28,8 +28,8 @@ from typer.core import TyperCommand, TyperGroup
 from .errors import UserError
 from .validate import integer, number
 
-__all__ = ["AsJson", "Command", "EmulationOptions", "Group", "ScenarioOptions", "Scheduler",
-           "floats", "ints", "with_groups"]
+__all__ = ["MAX_JOBS", "AsJson", "Command", "EmulationOptions", "Group", "Jobs", "ScenarioOptions",
+           "Scheduler", "floats", "ints", "jobs_or_default", "with_groups"]
 
 
 # --- help output: no "<bool>" label on flags ------------------------------------------------
@@ -60,6 +60,21 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout 
                                                      "if any, goes to stderr).")]
 Scheduler = Annotated[str, typer.Option(
     help="Scheduler name, comma-separated names, or 'all' (see 'mfsched list schedulers').")]
+MAX_JOBS = 256
+Jobs = Annotated[int | None, typer.Option(
+    help=f"Runs at once (1..{MAX_JOBS}): worker processes, or the CPUs of a local Ray "
+         "instance; the results do not depend on it. Default: the CPUs this process may "
+         "use.")]
+
+
+def jobs_or_default(jobs: int | None) -> int:
+    """The value of a :data:`Jobs` option: checked, or the CPUs this process may use."""
+    if jobs is None:
+        from .experiments.executors import default_jobs
+
+        return default_jobs()
+    integer("--jobs", jobs, 1, MAX_JOBS)
+    return jobs
 
 
 # --- option groups ----------------------------------------------------------------------------

@@ -6,10 +6,20 @@ the isolated-TTFT memo behind the SLOs) are built once and shared by all schedul
 every scheduler sees exactly the same requests: each run starts from a copy of the warmed
 caches (:class:`~mfsched.sim.serving.WarmCaches`), and the memo (:mod:`mfsched.sim.slomemo`) is
 kept on disk for the next run of the same cluster.
+
+With ``jobs`` > 1 the schedulers run in parallel worker processes of the process executor
+(:mod:`mfsched.experiments.executors`, the one ``sweep`` and ``reproduce`` use). The workers
+are forked after the stream is prepared and the caches warmed, so they inherit both instead of
+rebuilding them; each returns its result and the memo entries it computed, which the driver
+merges (and saves), and streams its progress to the driver. Results are identical to a
+sequential run: every run is deterministic and the memo's entries are the same whoever
+computes them (``tests/test_equivalence.py`` runs both ways).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -20,6 +30,7 @@ from ..errors import UserError
 from ..metrics import Summary, summarize
 from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
+from ..sim.network import load_kernels
 from ..sim.serving import Cluster, IsolatedTtft, Serving, SimStats, SloFn, WarmCaches, prewarm
 from ..sim.slomemo import SloStore
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
@@ -348,11 +359,70 @@ def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,
-        progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+        progress: Callable[[str, int, int], None] | None = None,
+        jobs: int = 1) -> list[RunResult]:
+    """Every scheduler on the same prepared requests, in order; ``jobs`` > 1 runs them in
+    that many worker processes at once (module docstring)."""
     p = cfg if isinstance(cfg, Prepared) else prepare(cfg)
-    results = []
-    for name in schedulers:
-        cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-        results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
+    jobs = min(jobs, len(schedulers))
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        results = _run_parallel(p, schedulers, record_flows, progress, jobs)
+    else:
+        results = []
+        for name in schedulers:
+            cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
+            results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
     p.save_memo()
     return results
+
+
+# What the workers of _run_parallel inherit when they are forked: the prepared point, whether
+# to record flows, and the queue their progress goes to.
+_SHARED: tuple[Prepared, bool, object] | None = None
+
+
+def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
+                  progress: Callable[[str, int, int], None] | None,
+                  jobs: int) -> list[RunResult]:
+    from .executors import execute  # runner is imported by executors' callers, not vice versa
+
+    global _SHARED
+    p.warm  # noqa: B018 (route the history once, in the driver: the workers inherit it)
+    load_kernels()  # and compile or load the kernels once, too
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+    _SHARED = (p, record_flows, queue)
+    results: list[RunResult | None] = [None] * len(schedulers)
+
+    def keep(i: int, out: tuple[RunResult, dict[str, float]]) -> None:
+        results[i], entries = out
+        if p.isolated is not None:
+            p.isolated.store.merge(entries)
+
+    def relay() -> None:  # progress messages from the workers, until the driver's None
+        while (msg := queue.get()) is not None:
+            if progress is not None:
+                progress(*msg)
+
+    listener = threading.Thread(target=relay, name="mfsched-progress", daemon=True)
+    listener.start()
+    try:
+        execute(_run_in_worker, list(schedulers), executor="process", jobs=jobs,
+                on_result=keep)
+    finally:
+        queue.put(None)
+        listener.join()
+        _SHARED = None
+    return [r for r in results if r is not None]
+
+
+def _run_in_worker(scheduler: str) -> tuple[RunResult, dict[str, float]]:
+    """In a forked worker: one scheduler on the inherited point; its result and the SLO memo
+    entries it computed."""
+    assert _SHARED is not None, "workers are forked by _run_parallel"
+    p, record_flows, queue = _SHARED
+    store = p.isolated.store if p.isolated is not None else None
+    if store is not None:
+        store.new.clear()  # what the driver had not saved yet is the driver's to save
+    result = run_scheduler(p, scheduler, record_flows=record_flows,
+                           progress=lambda done, total: queue.put((scheduler, done, total)))
+    return result, dict(store.new) if store is not None else {}

@@ -35,7 +35,7 @@ from .._jit import njit
 from ..policy.types import Priority
 from .allocation import allocate_rows, allocate_subset, priority_key
 
-__all__ = ["FluidNetwork"]
+__all__ = ["FluidNetwork", "load_kernels"]
 
 _TIME_EPS_S = 1e-9  # flows that would finish within 1 ns are complete
 _BYTE_EPS = 1e-6
@@ -252,6 +252,22 @@ class FluidNetwork:
         for fid in ids:
             self._remove_at(self._pos[fid])
         return ids
+
+
+def load_kernels() -> None:
+    """Compile (first run) or load (from numba's cache) every kernel of the network now, on a
+    toy network: the runner calls it before it forks parallel workers, which then inherit the
+    compiled code instead of each compiling or loading it again."""
+    for contention_free in (False, True):
+        net = FluidNetwork(np.array([4.0, 4.0]), contention_free=contention_free)
+        net.add(1, np.array([0, 1], dtype=np.int64), np.ones(2), 2.0, Priority(0))
+        net.add(2, np.array([0], dtype=np.int64), np.ones(1), 1.0, Priority(1))
+        net.add(3, np.array([1], dtype=np.int64), np.ones(1), 1.0, Priority(2))
+        net.set_rate_cap(1, 1.0)  # the paced path
+        net.advance(net.reallocate() / 2)
+        net.set_rate_cap(1, None)  # the full filling
+        net.advance_and_pop(net.reallocate())
+        net.pop_completed()
 
 
 @njit
