@@ -61,7 +61,7 @@ def main() -> None:
     for label, rows in results.items():
         def mean(key, rows=rows):
             return statistics.mean(r[key] for r in rows)
-        lines.append(f"| {label} | {mean('slo_attainment'):.3f} | "
+        lines.append(f"| {label} | {mean('slo_attainment'):.1%} | "
                      f"{1e3 * mean('ttft_mean_s'):.0f} | {1e3 * mean('stage2_cct_mean_s'):.2f} |")
     save("ablation", results, "\n".join(lines), args.write, "ablation")
 

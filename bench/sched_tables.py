@@ -39,7 +39,7 @@ GRIDS = {
              "seeds": (0, 1, 2)},
     "agent": {"workloads": ("agent",), "rates": (0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5),
               "seeds": (0, 1, 2)},
-    "mooncake": {"workloads": (TRACE,), "rates": (0.005, 0.01, 0.02, 0.03, 0.05),
+    "mooncake": {"workloads": (TRACE,), "rates": (0.01, 0.02, 0.03, 0.05, 0.075, 0.1),
                  "seeds": (0,), "trace": TRACE},
 }
 # The paper's Fig. 10 (testbed, 1 request/s per GPU): MFS's reductions against the baseline.

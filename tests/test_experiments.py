@@ -15,10 +15,11 @@ import pytest
 
 from mfsched.errors import UserError
 from mfsched.experiments.executors import execute
-from mfsched.experiments.reproduce import reproduce
+from mfsched.experiments.reproduce import default_out_dir, reproduce
 from mfsched.experiments.spec import (
     CLAIM_METRICS,
     Experiment,
+    experiment_digest,
     experiment_names,
     load_experiment,
     parse_experiment,
@@ -154,7 +155,10 @@ def test_reproduce_cli_errors_are_one_line_exit_2(tmp_path):
                            ([str(tiny(tmp_path)), "--executor", "mpi"],
                             "unknown executor 'mpi'"),
                            ([str(tiny(tmp_path)), "--ray-address", "auto"],
-                            "--ray-address needs --executor ray")]:
+                            "--ray-address needs --executor ray"),
+                           (["fig11-conv", "--models", "dbrx,gpt-9"],
+                            "--models: fig11-conv runs the models mixtral-8x22b, grok-2, dbrx, "
+                            "qwen3-coder-480b-a35b; not gpt-9")]:
         res = mfsched("reproduce", *args, "--out", str(tmp_path / "o"))
         assert res.returncode == 2, res.stderr
         assert res.stderr.startswith("mfsched: error: ") and res.stderr.count("\n") == 1
@@ -357,6 +361,24 @@ def test_quick_grid_overrides_only_what_it_names():
     assert point.config.warmup == 10 and point.config.tail == 0  # inherited from the full grid
     assert [p.config.rate_per_gpu for p in exp.points(False)] == [0.5, 0.5, 1, 1, 1.5, 1.5]
     assert Experiment.from_json(json.loads(json.dumps(exp.to_json()))) == exp
+
+
+def test_a_model_subset_is_its_own_grid():
+    exp = load_experiment("fig11-conv")
+    two = exp.with_models(("dbrx", "mixtral-8x22b"))
+    assert {p.config.model for p in two.points(False)} == {"dbrx", "mixtral-8x22b"}
+    assert two.points(True)[0].config.model == "dbrx"  # the order given
+    assert len(two.points(False)) == len(exp.points(False)) // 2
+    assert [p.key for p in two.points(False)] == [p.key for p in exp.points(False)
+                                                 if p.config.model == "dbrx"] + [
+        p.key for p in exp.points(False) if p.config.model == "mixtral-8x22b"]
+    assert experiment_digest(two, False) != experiment_digest(exp, False)
+    assert str(default_out_dir(two, True, ("dbrx", "mixtral-8x22b"))) == \
+        "results/fig11-conv+dbrx+mixtral-8x22b-quick"
+    from mfsched.report.sections import _command  # the command the report prints
+
+    assert _command(exp, True) == "mfsched reproduce fig11-conv --quick"
+    assert _command(two, False) == "mfsched reproduce fig11-conv --models dbrx,mixtral-8x22b"
 
 
 @pytest.mark.parametrize("blocked,args,fragment", [

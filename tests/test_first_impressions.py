@@ -115,8 +115,24 @@ def test_help_is_printed_once(args):
     assert out.code == 0 and out.out.count("Usage: mfsched") == 1 and out.err == ""
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["sweep"], ["calibrate"], ["list"],
-                                     ["testbed"], ["compare"], ["net"], ["net", "clean"]])
+def _every_command() -> list[list[str]]:
+    """The bare app, every command and every sub-group's commands, as registered."""
+    from mfsched.cli import app
+    from mfsched.cli_experiments import register as register_experiments
+    from mfsched.dataplane.commands import register
+
+    register(app)  # what mfsched.cli.main does before it runs (both idempotent)
+    register_experiments(app)
+    out: list[list[str]] = [[]]
+    out += [[c.name or c.callback.__name__] for c in app.registered_commands]
+    for g in app.registered_groups:
+        out.append([g.name])
+        out += [[g.name, c.name or c.callback.__name__]
+                for c in g.typer_instance.registered_commands]
+    return out
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
 def test_help_has_no_bool_labels_and_no_double_negatives(command):
     out = run_cli(*command, "--help")
     assert out.code == 0

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .cli_options import Jobs, jobs_or_default
+from .cli_options import Command, Jobs, jobs_or_default
 from .errors import UserError
 
 __all__ = ["register"]
@@ -47,6 +47,9 @@ def reproduce(
     out: Annotated[Path | None, typer.Option(
         help="Results directory. Default: results/NAME (results/NAME-quick with --quick).")]
         = None,
+    models: Annotated[str | None, typer.Option(
+        help="Run only these of the experiment's models (comma-separated); the results go to "
+             "their own directory (default results/NAME+MODEL...).")] = None,
     executor: Annotated[str, typer.Option(
         help="Where the grid points run: 'process' (local processes) or 'ray' (needs the ray "
              "extra: pip install 'mfsched\\[ray]').")] = "process",
@@ -88,12 +91,15 @@ def reproduce(
     if name is None:
         raise UserError("name an experiment (mfsched reproduce --list shows them)")
     exp = load_experiment(name)
+    only = tuple(m.strip() for m in models.split(",")) if models is not None else ()
+    if models is not None:
+        exp = exp.with_models(only)
     jobs = jobs_or_default(jobs)
     check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run
 
-    out_dir = out if out is not None else default_out_dir(exp, quick)
+    out_dir = out if out is not None else default_out_dir(exp, quick, only)
     grid = "quick" if quick else "full"
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("points"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -193,6 +199,6 @@ def register(app: typer.Typer) -> None:
     """Add ``reproduce`` and ``report`` to the ``mfsched`` app (idempotent)."""
     names = {c.name for c in app.registered_commands}
     if "reproduce" not in names:
-        app.command("reproduce")(reproduce)
+        app.command("reproduce", cls=Command)(reproduce)
     if "report" not in names:
-        app.command("report")(report)
+        app.command("report", cls=Command)(report)

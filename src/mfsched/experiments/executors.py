@@ -103,14 +103,20 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in set(multiprocessing.active_children()) - others:
             worker.terminate()
+        # with its workers gone the pool's manager thread ends; wait for it, or the
+        # interpreter's exit would wake it through a pipe it may have closed (a traceback)
+        pool.shutdown(wait=True)
         raise
     pool.shutdown(wait=True)
 
 
 def _quiet_interrupt() -> None:
     """In a pool worker: end at once on Ctrl-C (which a terminal sends to the whole process
-    group), without the traceback a worker would otherwise print; the driver reports it."""
+    group), without the traceback a worker would otherwise print; the driver reports it. A
+    forked worker inherits the CLI's SIGTERM handler, which would turn the driver's
+    ``terminate()`` into an interrupt the worker survives: SIGTERM ends it instead."""
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _ray(fn, items, jobs, address, on_result) -> None:

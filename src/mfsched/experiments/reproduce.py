@@ -32,8 +32,10 @@ class Outcome:
     warnings: tuple[str, ...] = ()
 
 
-def default_out_dir(exp: Experiment, quick: bool) -> Path:
-    return Path("results") / (f"{exp.name}-quick" if quick else exp.name)
+def default_out_dir(exp: Experiment, quick: bool, models: tuple[str, ...] = ()) -> Path:
+    """results/NAME[-quick], with the models appended when the run is restricted to some."""
+    name = exp.name + "".join(f"+{m}" for m in models)
+    return Path("results") / (f"{name}-quick" if quick else name)
 
 
 def reproduce(exp: Experiment, *, quick: bool, out_dir: Path, executor: str = "process",

@@ -162,6 +162,19 @@ class Experiment:
                                          self.reference, self.details))
         return out
 
+    def with_models(self, models: tuple[str, ...]) -> Experiment:
+        """The same experiment on a subset of its models (both grids; order as given).
+
+        A subset is a different grid: its results go to their own directory (its digest
+        differs), and the claims about the other models have no points.
+        """
+        unknown = [m for m in models if m not in self.full.models]
+        if unknown or not models:
+            raise UserError(f"{self.name} runs the models {', '.join(self.full.models)}; "
+                            f"not {', '.join(unknown) or 'an empty list'}", where="--models")
+        return replace(self, full=replace(self.full, models=models),
+                       quick=replace(self.quick, models=models))
+
     def to_json(self) -> dict:
         """A JSON-able dict that :func:`from_json` turns back into an equal Experiment."""
         return asdict(self)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..experiments.spec import Experiment, experiment_names, load_experiment
 from . import figures
 from .data import ExperimentData
 from .tables import Table, attainment_table, claims_table, summary_table, sustainable_table
@@ -49,7 +50,7 @@ def build_sections(experiments: list[ExperimentData], out_dir: Path) -> list[Sec
     for d, anchor in zip(experiments, _anchors(experiments), strict=True):
         exp = d.experiment
         g = exp.grid(d.grid == "quick")
-        command = f"mfsched reproduce {exp.name}{' --quick' if d.grid == 'quick' else ''}"
+        command = _command(exp, d.grid == "quick")
         commits = sorted({(r.get("git_commit"), bool(r.get("git_dirty"))) for r in d.rows},
                          key=str)
         commit_text = ", ".join("unknown" if not c else c[:12] + (
@@ -74,6 +75,15 @@ def build_sections(experiments: list[ExperimentData], out_dir: Path) -> list[Sec
         out.append(Section(d, anchor, f"{exp.figure}: {exp.name} ({d.grid} grid)", command,
                            facts, partial, tuple(figs), tables, claims_table(d)))
     return out
+
+
+def _command(exp: Experiment, quick: bool) -> str:
+    """The command that ran the grid: --models when it ran a subset of a shipped experiment's."""
+    cmd = f"mfsched reproduce {exp.name}{' --quick' if quick else ''}"
+    if exp.name in experiment_names() and load_experiment(exp.name).full.models != \
+            exp.full.models:
+        cmd += f" --models {','.join(exp.full.models)}"
+    return cmd
 
 
 def _anchors(experiments: list[ExperimentData]) -> list[str]:
