@@ -80,7 +80,7 @@ def memo_notice(prepared) -> None:
     if isolated is not None and not isolated.store.entries:
         where = isolated.store.path.parent if isolated.store.path else "memory only"
         err_console.print(f"computing the isolated TTFTs behind the SLOs (first run of this "
-                          f"cluster; kept in {where})")
+                          f"cluster; kept in {where})", soft_wrap=True)
 
 
 def size_notice(requests: int, schedulers: int) -> None:
