@@ -8,7 +8,10 @@ streams results to disk there, so whatever finished is kept if the run is interr
 
 * ``process`` (default): a :class:`concurrent.futures.ProcessPoolExecutor` with ``jobs``
   workers; with ``jobs == 1`` items run one after the other in the calling process (no pool to
-  start, and a debugger or profiler sees the simulation).
+  start, and a debugger or profiler sees the simulation). Workers are forked where the platform
+  can (Linux): they start in milliseconds and inherit the driver's memory, which the runner's
+  parallel scheduler runs rely on (:func:`mfsched.experiments.runner.run`: the prepared point
+  and its warmed caches are not rebuilt or copied per worker).
 * ``ray``: one Ray task per item (one CPU each). ``address`` joins an existing cluster (its
   workers need the same mfsched installed); without it a local Ray instance with ``jobs`` CPUs is
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
@@ -83,7 +86,10 @@ def _process(fn, items, jobs, _address, on_result) -> None:
             on_result(i, fn(item))
         return
     others = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_quiet_interrupt)
+    context = (multiprocessing.get_context("fork")
+               if "fork" in multiprocessing.get_all_start_methods() else None)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context,
+                               initializer=_quiet_interrupt)
     try:
         pending: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
         while pending:
