@@ -111,11 +111,13 @@ def _process(fn, items, jobs, _address, on_result) -> None:
 
 
 def _quiet_interrupt() -> None:
-    """In a pool worker: end at once on Ctrl-C (which a terminal sends to the whole process
-    group), without the traceback a worker would otherwise print; the driver reports it. A
-    forked worker inherits the CLI's SIGTERM handler, which would turn the driver's
-    ``terminate()`` into an interrupt the worker survives: SIGTERM ends it instead."""
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    """In a pool worker: ignore Ctrl-C (which a terminal sends to the whole process group) and
+    let the driver, which gets it too, stop the workers with ``terminate()``; SIGTERM ends a
+    worker at once (a forked worker inherits the CLI's SIGTERM handler, which would turn
+    ``terminate()`` into an interrupt it survives). A worker that ended on Ctrl-C by itself
+    raced the driver: under load the pool could report the dead worker (BrokenProcessPool, exit
+    1) before the driver's own KeyboardInterrupt (exit 130) was raised."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
