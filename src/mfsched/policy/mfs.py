@@ -120,6 +120,8 @@ class MFS(Policy):
         self.layout = c.layout()
         self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
         self.requests: dict[int, _RequestView] = {}
+        self._deadline_s: dict[int, float] = {}  # live request -> deadline (RED's input)
+        self._pruned_ids: set[int] = set()  # live pruned requests
         self.batches: dict[int, _BatchView] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.prio: dict[int, Priority] = {}
@@ -139,9 +141,13 @@ class MFS(Policy):
 
     def on_request(self, request: RequestInfo, now_s: float) -> None:
         self.requests[request.request_id] = _RequestView(request.deadline_s)
+        self._deadline_s[request.request_id] = request.deadline_s
+        self._pruned_ids.discard(request.request_id)
 
     def on_request_done(self, request_id: int, now_s: float) -> None:
         self.requests.pop(request_id, None)
+        self._deadline_s.pop(request_id, None)
+        self._pruned_ids.discard(request_id)
 
     def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
         self.batches[batch.batch_id] = _BatchView(batch)
@@ -232,7 +238,7 @@ class MFS(Policy):
         pruned = None
         if self._pruned_changed:
             self._pruned_changed = False
-            pruned = frozenset(rid for rid, r in self.requests.items() if r.pruned)
+            pruned = frozenset(self._pruned_ids)
         return Decision(priorities=out, pruned=pruned, wake_s=wake)
 
     def _emit(self, fid: int, prio: Priority, out: dict[int, Priority]) -> None:
@@ -338,12 +344,9 @@ class MFS(Policy):
 
     # --- inter-request order and overload control ---------------------------------------------
 
-    def _deadlines(self) -> dict[int, float]:
-        return {rid: r.deadline_s for rid, r in self.requests.items()}
-
     def _reorder(self, out) -> None:
         """RED ranks of the live batches (ours, or a coordinator's where it has one)."""
-        ordered = red_order(self.batches.values(), self._deadlines())
+        ordered = red_order(self.batches.values(), self._deadline_s)
         ranks = self._global.ranks if self._global is not None else {}
         for local, b in enumerate(ordered):
             rank = ranks.get(b.info.batch_id, local)
@@ -359,19 +362,20 @@ class MFS(Policy):
     def _prune(self, now_s, progress, out) -> None:
         """The feasibility check over the batches in RED order (Algorithm 1)."""
         in_flight: dict[tuple[int, int], dict[int, float]] = {}
+        flows, live, pruned = self.flows, self._deadline_s, self._pruned_ids
+        remaining = progress.remaining_bytes
+        p2d_stage = Stage.P2D
         for b in self._ordered:
             p2d = b.info.p2d_port_bytes
-            for fid in b.flows:
-                f = self.flows[fid]
-                if f.stage != Stage.P2D:
+            for fid in b.flows:  # this set's order: the order of the per-port sums
+                f = flows[fid]
+                if f.stage != p2d_stage:
                     continue
                 rid = f.request_ids[0]
-                r = self.requests.get(rid)
-                if r is not None and not r.pruned and rid in p2d:
+                if rid in live and rid not in pruned and rid in p2d:
                     add_in_flight(in_flight, b.info.batch_id, rid, f.port_bytes,
-                                  progress.remaining_bytes(fid) / f.size_bytes)
-        pruned = {rid for rid, r in self.requests.items() if r.pruned}
-        loads = batch_loads(self._ordered, self._deadlines(), pruned, in_flight, now_s)
+                                  remaining(fid) / f.size_bytes)
+        loads = batch_loads(self._ordered, live, pruned, in_flight, now_s)
         self._mark_pruned(feasibility_prune(loads, self.port_capacity_bytes_per_s, now_s,
                                             self.config.drop_budget), out)
 
@@ -382,6 +386,7 @@ class MFS(Policy):
             if r is None or r.pruned:
                 continue
             r.pruned = True
+            self._pruned_ids.add(rid)
             self._pruned_changed = True
             for fid in r.flows:
                 self._emit(fid, Priority(self.layout.scavenger), out)

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .._jit import njit
 from .types import BatchInfo
 
 __all__ = ["BatchLoad", "BatchState", "add_in_flight", "batch_loads", "feasibility_prune",
@@ -57,24 +60,34 @@ class BatchState:
     computing, whether its compute is done, and per request the layers whose P2D flows were
     emitted. MFS extends it with its own per-batch state; the coordinator uses it as is."""
 
-    __slots__ = ("compute_done", "info", "layer", "p2d_layers")
+    __slots__ = ("_deadlines_memo", "compute_done", "info", "layer", "p2d_layers")
 
     def __init__(self, info: BatchInfo) -> None:
         self.info = info
         self.layer = 0
         self.compute_done = False
         self.p2d_layers: dict[int, set[int]] = {}  # request -> layers whose P2D was emitted
+        # (live requests' deadlines, their RED, their loose deadline) when last computed
+        self._deadlines_memo: tuple[list[float], float, float] = ([], float("inf"), 0.0)
+
+    def deadlines(self, deadline_s: Mapping[int, float]) -> tuple[list[float], float, float]:
+        """The live requests' deadlines (request order), their RED and their loose deadline
+        (RED = inf, loose = 0 with none). Recomputed only when the live deadlines changed
+        (a request ended): the split into tight and loose is the costly part of a reorder."""
+        live = [deadline_s[r] for r in self.info.request_ids if r in deadline_s]
+        memo = self._deadlines_memo
+        if live != memo[0]:
+            memo = self._deadlines_memo = (
+                live, robust_effective_deadline(live) if live else float("inf"),
+                loose_deadline(live) if live else 0.0)
+        return memo
 
 
 def red_order(batches: Iterable[BatchState], deadline_s: Mapping[int, float]) -> list:
     """The batches in ascending RED of their live requests' deadlines (``deadline_s``: request
     -> deadline of the requests still live), ties by batch id. A batch without live requests
     ranks last (RED = inf)."""
-    def red(b: BatchState) -> float:
-        return robust_effective_deadline(
-            [deadline_s[r] for r in b.info.request_ids if r in deadline_s] or [float("inf")])
-
-    return sorted(batches, key=lambda b: (red(b), b.info.batch_id))
+    return sorted(batches, key=lambda b: (b.deadlines(deadline_s)[1], b.info.batch_id))
 
 
 def add_in_flight(acc: dict[tuple[int, int], dict[int, float]], batch_id: int,
@@ -100,7 +113,7 @@ def batch_loads(ordered: Sequence[BatchState], deadline_s: Mapping[int, float],
     loads = []
     for b in ordered:
         info = b.info
-        deadlines = [deadline_s[r] for r in info.request_ids if r in deadline_s]
+        deadlines, _, loose_s = b.deadlines(deadline_s)
         if not deadlines:
             continue
         left = 0 if b.compute_done else info.num_layers - b.layer
@@ -116,7 +129,7 @@ def batch_loads(ordered: Sequence[BatchState], deadline_s: Mapping[int, float],
                     load[port] = load.get(port, 0.0) + size * future
             prunable[rid] = load
         loads.append(BatchLoad(info.batch_id, deadlines, now_s + left * info.layer_compute_s,
-                               early, prunable))
+                               early, prunable, loose_s))
     return loads
 
 
@@ -134,6 +147,7 @@ class BatchLoad:
     compute_end_s: float
     early: dict[int, float] = field(default_factory=dict)
     prunable: dict[int, dict[int, float]] = field(default_factory=dict)
+    loose_s: float | None = None  # loose_deadline(deadlines), if the caller knows it
 
 
 def feasibility_prune(batches: Sequence[BatchLoad], capacity_bytes_per_s: Mapping[int, float],
@@ -156,46 +170,171 @@ def feasibility_prune(batches: Sequence[BatchLoad], capacity_bytes_per_s: Mappin
     never delay a batch's compute. Ports are compared by time (load / capacity), and the loop
     stops when pruning cannot help (the early-stage part alone is late, or no candidate has
     P2D load on the bottleneck).
+
+    One compiled pass (:func:`_feasibility_pass`) over the loads packed into flat arrays
+    (ports renumbered densely). The bottleneck port is the first of the largest time in the
+    order of ``{ports of the batch's prunable requests}`` (a Python set, as the reference
+    reading had it): the pass asks for that order only for a batch that may prune, which it
+    then gets here and resumes from that batch.
     """
-    above_early: dict[int, float] = {}
-    above_all: dict[int, float] = {}
-    pruned: list[int] = []
-    pool: dict[int, dict[int, float]] = {}
-    for b in batches:
-        early = dict(b.early)
-        load = dict(b.early)
-        for r, per_port in b.prunable.items():
-            pool[r] = per_port
-            _add(load, per_port, 1.0)
-        own = set(b.prunable)
-        p2d_ports = {port for per_port in b.prunable.values() for port in per_port}
-        target = loose_deadline(b.deadlines)
-        _, t_early = _bottleneck(above_early, early, capacity_bytes_per_s, early)
-        early_finish = b.compute_end_s + t_early
-        while len(pruned) < budget and pool and early_finish <= target:
-            port, t_all = _bottleneck(above_all, load, capacity_bytes_per_s, p2d_ports)
-            if port is None or now_s + t_all <= target:
+    if not batches:
+        return []
+    n = len(batches)
+    compute_end = np.empty(n)
+    target = np.empty(n)
+    early_ptr = [0]
+    early_port: list[int] = []
+    early_bytes: list[float] = []
+    req_ptr = [0]
+    req_id: list[int] = []
+    rp_ptr = [0]
+    rp_port: list[int] = []
+    rp_bytes: list[float] = []
+    for i, b in enumerate(batches):
+        compute_end[i] = b.compute_end_s
+        target[i] = loose_deadline(b.deadlines) if b.loose_s is None else b.loose_s
+        early_port.extend(b.early)
+        early_bytes.extend(b.early.values())
+        early_ptr.append(len(early_port))
+        req_id.extend(b.prunable)
+        for per_port in b.prunable.values():
+            rp_port.extend(per_port)
+            rp_bytes.extend(per_port.values())
+            rp_ptr.append(len(rp_port))
+        req_ptr.append(len(req_id))
+    i64 = np.int64
+    # ports renumbered densely (np.unique: sorted port ids, each entry's index among them)
+    ports, dense = np.unique(np.array(early_port + rp_port, i64), return_inverse=True)
+    dense = dense.reshape(-1).astype(i64)
+    cap = np.array([capacity_bytes_per_s[port] for port in ports.tolist()], np.float64)
+    arrays = (compute_end, target, np.array(early_ptr, i64), dense[:len(early_port)],
+              np.array(early_bytes, np.float64), np.array(req_ptr, i64),
+              np.array(req_id, i64), np.array(rp_ptr, i64), dense[len(early_port):],
+              np.array(rp_bytes, np.float64), cap)
+    num_ports = len(cap)
+    above_early = np.zeros(num_ports)
+    above_all = np.zeros(num_ports)
+    load = np.zeros(num_ports)
+    alive = np.zeros(len(req_id), np.bool_)
+    pruned = np.empty(max(budget, 0), i64)
+    # state kept between resumptions: [next batch, pruned so far, pool size]
+    state = np.zeros(3, i64)
+    order = np.empty(0, i64)  # the bottleneck scan order of the batch asked for
+    while True:
+        asked = _feasibility_pass(*arrays, now_s, budget, above_early, above_all, load, alive,
+                                  pruned, state, order)
+        if asked < 0:
+            return pruned[:state[1]].tolist()
+        scan = list({port for per_port in batches[asked].prunable.values() for port in per_port})
+        order = np.searchsorted(ports, np.array(scan, i64)).astype(i64)
+
+
+@njit
+def _feasibility_pass(compute_end, target, early_ptr, early_port, early_bytes, req_ptr, req_id,
+                      rp_ptr, rp_port, rp_bytes, cap, now_s, budget, above_early, above_all,
+                      load, alive, pruned, state, order):
+    """:func:`feasibility_prune`'s walk from batch ``state[0]``, with the arithmetic of the
+    reference reading (the same additions in the same order). Returns -1 when done, or the
+    index of a batch that may prune and whose bottleneck scan order is not ``order`` yet
+    (state untouched for it: the caller passes the order and calls again)."""
+    n = len(compute_end)
+    i = state[0]
+    ordered_for = -1 if len(order) == 0 else state[0]
+    while i < n:
+        # this batch's load: early bytes, then each prunable request's (dict order)
+        for k in range(early_ptr[i], early_ptr[i + 1]):
+            load[early_port[k]] += early_bytes[k]
+        for q in range(req_ptr[i], req_ptr[i + 1]):
+            for k in range(rp_ptr[q], rp_ptr[q + 1]):
+                load[rp_port[k]] += rp_bytes[k]
+        t_early = 0.0
+        first = True
+        for k in range(early_ptr[i], early_ptr[i + 1]):
+            p = early_port[k]
+            t = (above_early[p] + early_bytes[k]) / cap[p]
+            if first or t > t_early:
+                t_early = t
+                first = False
+        early_finish = compute_end[i] + t_early
+        pool = state[2] + req_ptr[i + 1] - req_ptr[i]
+        has_p2d = False
+        for q in range(req_ptr[i], req_ptr[i + 1]):
+            if rp_ptr[q + 1] > rp_ptr[q]:
+                has_p2d = True
+        may_prune = state[1] < budget and pool > 0 and early_finish <= target[i] and has_p2d
+        if may_prune:
+            t_all = 0.0
+            first = True
+            for q in range(req_ptr[i], req_ptr[i + 1]):
+                for k in range(rp_ptr[q], rp_ptr[q + 1]):
+                    p = rp_port[k]
+                    t = (above_all[p] + load[p]) / cap[p]
+                    if first or t > t_all:
+                        t_all = t
+                        first = False
+            if now_s + t_all <= target[i]:
+                may_prune = False
+        if may_prune and ordered_for != i:
+            # undo this batch's load and ask for its scan order
+            for k in range(early_ptr[i], early_ptr[i + 1]):
+                load[early_port[k]] = 0.0
+            for q in range(req_ptr[i], req_ptr[i + 1]):
+                for k in range(rp_ptr[q], rp_ptr[q + 1]):
+                    load[rp_port[k]] = 0.0
+            state[0] = i
+            return i
+        for q in range(req_ptr[i], req_ptr[i + 1]):
+            alive[q] = True
+        state[2] = pool
+        while may_prune and state[1] < budget and state[2] > 0:
+            best_p = -1
+            t_all = 0.0
+            for j in range(len(order)):
+                p = order[j]
+                t = (above_all[p] + load[p]) / cap[p]
+                if best_p < 0 or t > t_all:
+                    best_p = p
+                    t_all = t
+            if best_p < 0 or now_s + t_all <= target[i]:
                 break
-            victim = max(pool, key=lambda r: (pool[r].get(port, 0.0), -r))
-            if pool[victim].get(port, 0.0) <= 0.0:
+            victim = -1
+            best_bytes = 0.0
+            for q in range(req_ptr[i + 1]):
+                if not alive[q]:
+                    continue
+                on_port = 0.0
+                for k in range(rp_ptr[q], rp_ptr[q + 1]):
+                    if rp_port[k] == best_p:
+                        on_port = rp_bytes[k]
+                if victim < 0 or on_port > best_bytes or (on_port == best_bytes
+                                                          and req_id[q] < req_id[victim]):
+                    victim = q
+                    best_bytes = on_port
+            if best_bytes <= 0.0:
                 break
-            pruned.append(victim)
-            _add(load if victim in own else above_all, pool.pop(victim), -1.0)
-        _add(above_early, early, 1.0)
-        _add(above_all, load, 1.0)
-    return pruned
-
-
-def _add(acc: dict[int, float], loads: Mapping[int, float], sign: float) -> None:
-    for port, size in loads.items():
-        acc[port] = acc.get(port, 0.0) + sign * size
-
-
-def _bottleneck(above, load, capacity, ports) -> tuple[int | None, float]:
-    """Among ``ports``, the one whose accumulated load takes longest, and that time."""
-    best_port, best_t = None, 0.0
-    for port in ports:
-        t = (above.get(port, 0.0) + load.get(port, 0.0)) / capacity[port]
-        if best_port is None or t > best_t:
-            best_port, best_t = port, t
-    return best_port, best_t
+            pruned[state[1]] = req_id[victim]
+            state[1] += 1
+            alive[victim] = False
+            state[2] -= 1
+            own = victim >= req_ptr[i]
+            for k in range(rp_ptr[victim], rp_ptr[victim + 1]):
+                p = rp_port[k]
+                if own:
+                    load[p] = load[p] - rp_bytes[k]
+                else:
+                    above_all[p] = above_all[p] - rp_bytes[k]
+        for k in range(early_ptr[i], early_ptr[i + 1]):
+            p = early_port[k]
+            above_early[p] += early_bytes[k]
+        for k in range(early_ptr[i], early_ptr[i + 1]):
+            p = early_port[k]
+            above_all[p] += load[p]
+            load[p] = 0.0
+        for q in range(req_ptr[i], req_ptr[i + 1]):
+            for k in range(rp_ptr[q], rp_ptr[q + 1]):
+                p = rp_port[k]
+                above_all[p] += load[p]
+                load[p] = 0.0
+        i += 1
+        state[0] = i
+    return -1
