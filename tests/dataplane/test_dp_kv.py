@@ -133,7 +133,7 @@ def test_a_full_store_holds_new_flows_back_until_room_is_made(memory_cluster):
     mc = memory_cluster(servers=2, kv_store_bytes=100_000)
     tx = _sender(mc.paths[0])
     rx = DaemonClient(mc.paths[1])
-    first, data1 = _staged(KV_FLOW_BIT | 1, 80_000)
+    first, _ = _staged(KV_FLOW_BIT | 1, 80_000)
     second, data2 = _staged(KV_FLOW_BIT | 2, 80_000)
     _submit(tx, KV_FLOW_BIT | 1, first)
     _wait(lambda: tx.poll() >= 0 and KV_FLOW_BIT | 1 in tx.completions)

@@ -59,6 +59,7 @@ class DaemonClient:
         self.wall0_s = time.time()
         self.completions: dict[int, dict] = {}
         self.pruned: set[int] = set()
+        self.cancelled: set[int] = set()  # KV flows the daemon stopped (kv_cancel answered)
         self.priorities: dict[int, Priority] = {}  # admission flows (see the gate)
         self.errors: deque[str] = deque(maxlen=100)
         self._replies: dict[str, deque[dict]] = {}
@@ -157,6 +158,8 @@ class DaemonClient:
         elif kind == "priorities":
             for fid, level, rank in msg["flows"]:
                 self.priorities[fid] = Priority(level, rank)
+        elif kind == "kv_cancelled":
+            self.cancelled.update(msg["flow_ids"])
         elif kind == "pruned":
             self.pruned.update(msg["request_ids"])
         elif kind == "error":

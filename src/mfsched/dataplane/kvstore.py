@@ -133,10 +133,10 @@ class Segment:
     def close(self) -> None:
         """Unmap (the name stays)."""
         if self.buf is not None:
-            self.buf.release()
-            self.buf = None
-            with contextlib.suppress(BufferError):
+            with contextlib.suppress(BufferError):  # a view still exported: GC unmaps it
+                self.buf.release()
                 self._map.close()
+            self.buf = None
 
     def unlink(self) -> None:
         with contextlib.suppress(FileNotFoundError):

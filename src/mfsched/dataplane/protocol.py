@@ -251,7 +251,7 @@ SCHEMAS: dict[str, type[_Message]] = {
     "kv_claim": FlowIds, "kv_release": FlowIds, "kv_cancel": FlowIds,
     "flow_done": FlowRef,  # an admission flow's bytes were moved by the runtime
     # daemon -> runtime
-    "kv_ready": KVReady, "priorities": Priorities,
+    "kv_ready": KVReady, "priorities": Priorities, "kv_cancelled": FlowIds,
     # daemon -> driver
     "welcome": Welcome, "completion": Completion, "pruned": Pruned, "stats_reply": StatsReply,
     "error": Error,

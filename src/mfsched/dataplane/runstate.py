@@ -158,9 +158,10 @@ class RunState:
             d.layer_start(msg["batch_id"], msg["layer"], now)
         elif kind == "batch_compute_done":
             d.compute_done(msg["batch_id"], now)
-        elif kind == "kv_cancel":
-            for fid in msg["flow_ids"]:
+        elif kind == "kv_cancel":  # answered, so that the runtime frees the staged bytes
+            for fid in msg["flow_ids"]:  # only once the daemon no longer reads them
                 self.cancel(fid)
+            self.to_runtime({"type": "kv_cancelled", "flow_ids": msg["flow_ids"]})
         elif kind == "flow_done":
             f = self.flows.get(msg["flow_id"])
             if f is not None and f.admission:
@@ -390,6 +391,8 @@ class RunState:
         f = self.flows.get(flow_id)
         if f is None:
             return 0.0
+        if f.admission:  # the runtime moves it and reports only its end: all of it is left
+            return f.info.size_bytes
         left = [m.remaining for m in f.members]
         left += [self.pcie.remaining((flow_id, i)) for i, *_ in f.pcie]
         return self.scale_b.model_bytes(max(left, default=0))

@@ -54,6 +54,7 @@ class KVPayload:
     flow_id: int
     segment: str
     dst_server: int
+    size_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +316,7 @@ class DaemonGate:
         if plan is None or plan.step not in self._batches:
             raise RuntimeError("MFS gate: a transfer was submitted outside a planned step")
         port = PORT_INGRESS if ticket.kind == LOAD else PORT_EGRESS
-        size = float(ticket.size_bytes)
+        size = float(ticket.size_bytes if ticket.payload is None else ticket.payload.size_bytes)
         msg = {"type": "submit", "stage": int(ticket.stage), "batch_id": plan.step,
                "request_ids": [self._rid(ticket.req_id)], "layer": ticket.layer,
                "target_layer": ticket.target_layer, "size_bytes": size,
