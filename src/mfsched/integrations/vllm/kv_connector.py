@@ -309,9 +309,13 @@ class MFSKVConnector(KVConnectorBase_V1):
 
 
 def _layer_dims(vllm_config: Any, layer_name: str) -> tuple[int, int] | None:
-    """(block dim, in-block dim) of a layer's cache, from its attention backend."""
-    from .kv_layout import dims_from_backend
+    """(block dim, in-block dim) of a layer's cache: vLLM's logical layer view, or what its
+    attention backend says."""
+    from .kv_layout import dims_from_backend, logical_dims
 
+    dims = logical_dims()
+    if dims is not None:
+        return dims
     try:
         layer = vllm_config.compilation_config.static_forward_context[layer_name]
         backend = getattr(layer, "attn_backend", None) or layer.get_attn_backend()

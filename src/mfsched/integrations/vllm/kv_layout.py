@@ -4,14 +4,16 @@ Who calls this: the worker side of ``MFSKVConnector`` (:mod:`.kv_worker`), on th
 to copy a request's tokens of one layer out of the paged cache (``save_kv_layer``), on the
 decode side to write them into the blocks vLLM allocated (the asynchronous load).
 
-vLLM's attention backends lay the cache out differently: FlashAttention ``(2, blocks,
-block_size, kv_heads, head_size)``, the CPU backend of 0.33 ``(blocks, kv_heads, block_size,
-2 x head_size)``, MLA ``(blocks, block_size, latent)``. :class:`TokenView` finds the block and
-the in-block dimensions (from the backend's own ``get_kv_cache_shape`` with probe sizes when
-the backend is known, else by the sizes of the tensor) and moves them to the front of a view
-(no copy), so that ``view[block_ids, offsets]`` is one token's K and V of every head: the
-bytes of a token are exactly the KV bytes per token of that layer, whatever the layout. A
-layout whose dimensions cannot be told apart is refused with the shape in the message.
+vLLM's attention backends have laid the cache out differently: FlashAttention ``(2, blocks,
+block_size, kv_heads, head_size)``, MLA ``(blocks, block_size, latent)``; since vLLM 0.32 every
+per-layer view a connector gets is the logical ``[B, H, N, C]`` of ``vllm.v1.kv_cache_layout``
+(blocks, KV heads, tokens of a block, content: the CPU backend's ``2 x head_size``), whatever
+the physical stride order. :class:`TokenView` finds the block and the in-block dimensions (that
+logical order when vLLM has it, else the backend's own ``get_kv_cache_shape`` with probe sizes,
+else the sizes of the tensor) and moves them to the front of a view (no copy), so that
+``view[block_ids, offsets]`` is one token's K and V of every head: the bytes of a token are
+exactly the KV bytes per token of that layer, whatever the layout. A layout whose dimensions
+cannot be told apart is refused with the shape in the message.
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["TokenView", "dims_from_backend", "slot_indices"]
+__all__ = ["TokenView", "dims_from_backend", "logical_dims", "slot_indices"]
 
 _PROBE_BLOCKS, _PROBE_BLOCK_SIZE = 1009, 1013  # primes no real head count or size equals
+
+
+def logical_dims() -> tuple[int, int] | None:
+    """(block dim, in-block dim) of the logical per-layer view ``[B, H, N, C]`` of vLLM 0.32
+    and later (``vllm.v1.kv_cache_layout``); None with an older vLLM."""
+    try:
+        from vllm.v1.kv_cache_layout import KVCacheLayout  # noqa: F401
+    except ImportError:
+        return None
+    return 0, 2
 
 
 def dims_from_backend(backend: Any, num_kv_heads: int, head_size: int) -> tuple[int, int] | None:
