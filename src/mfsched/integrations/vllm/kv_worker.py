@@ -161,6 +161,8 @@ class KVWorker:
             self.stats["bytes_staged"] += size
             self.stats["flows_staged"] += 1
             out[s.req_id] = KVPayload(fid, seg.name, s.dst_server, size)
+            self._trace({"event": "kv_staged", "req_id": s.req_id, "flow": fid,
+                         "layer": layer, "bytes": size, "t_s": self.clock()})
         return out
 
     def reap(self) -> None:
