@@ -300,3 +300,59 @@ def test_daemon_gate_admits_an_inner_connectors_transfers_in_the_daemons_order(
     _wait(lambda: ds.stats(0)["active_flows"] == 0)  # flow_done for each
     assert ds.stats(0)["flows"] == 4 and ds.stats(0)["transport.bytes_sent"] == 0
     worker.shutdown()
+
+
+def test_staged_flows_to_a_vanished_decode_host_are_cancelled_and_freed(vllm_env, daemons):
+    ds = daemons()
+    before = _segments()
+    p_sched, p_worker = _engine(vllm_env, "kv_producer", ds.paths[0], kv_ttl_s=0.3)
+    caches = _caches(vllm_env, True)
+    p_worker.register_kv_caches(caches)
+    req = vllm_env.request("orphan", 40, time.time(), kv_transfer_params={
+        "do_remote_decode": True, "mfs_decode_server": 7})  # no daemon 7: never delivered
+    p_sched.add_request(req)
+    _run_prefill_step(vllm_env, p_sched, p_worker, caches, [req])
+    assert len(p_worker.kv.staged) == 2
+    _wait(lambda: (p_worker.kv.reap(), not p_worker.kv.staged)[1])
+    assert p_worker.kv.stats["flows_cancelled"] == 2
+    _wait(lambda: ds.stats(0)["kv.staged_flows"] == 0)
+    assert ds.stats(0)["active_flows"] == 0
+    assert _segments() == before
+    p_worker.shutdown()
+
+
+@pytest.mark.parametrize("layout", ["logical", "flash"])
+def test_token_views_gather_and_scatter_one_tokens_kv(layout):
+    from mfsched.integrations.vllm.kv_layout import TokenView
+
+    blocks, bs, heads, dim = 9, 16, 3, 8
+    g = torch.Generator().manual_seed(0)
+    if layout == "logical":  # [B, H, N, C]: vLLM 0.32+'s per-layer view (CPU: C = 2 x dim)
+        cache = torch.randn(blocks, heads, bs, 2 * dim, generator=g)
+        view = TokenView(cache, blocks, bs, dims=(0, 2))
+        token = lambda b, o: cache[b, :, o]  # noqa: E731
+    else:  # FlashAttention's (2, B, N, H, D), found from the sizes
+        cache = torch.randn(2, blocks, bs, heads, dim, generator=g)
+        view = TokenView(cache, blocks, bs)
+        token = lambda b, o: cache[:, b, o]  # noqa: E731
+    assert view.bytes_per_token == 2 * heads * dim * 4
+    block_ids = [4, 1, 7]
+    rows = view.gather(block_ids, 5, 40)  # tokens 5..39: blocks 4 (5..15), 1, 7 (32..39)
+    assert rows.shape[0] == 35 and rows.is_contiguous()
+    assert torch.equal(rows[0], token(4, 5)) and torch.equal(rows[-1], token(7, 7))
+    other = TokenView(torch.zeros_like(cache), blocks, bs, dims=view_dims(layout))
+    other.scatter([2, 0, 8], 5, 40, rows)
+    assert torch.equal(other.gather([2, 0, 8], 5, 40), rows)
+    raw = bytearray(rows.numpy().tobytes())
+    assert torch.equal(view.rows_of(raw, 35), rows)
+
+
+def view_dims(layout: str):
+    return (0, 2) if layout == "logical" else (1, 2)
+
+
+def test_an_ambiguous_layout_is_refused_with_its_shape():
+    from mfsched.integrations.vllm.kv_layout import TokenView
+
+    with pytest.raises(ValueError, match=r"\(64, 4, 128, 128\)"):
+        TokenView(torch.zeros(64, 4, 128, 128), 64, 128)  # block size = 2 x head size
