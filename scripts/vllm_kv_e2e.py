@@ -24,7 +24,8 @@ its deadline, under fs the two arrival times are within 15%; the lax request und
 within 1.15x of its fs time (median of the fs repeats); the prefill host's HTB counters put at
 least 90% of the tight request's bytes in a higher class than the lax one's under mfs; the
 decode daemon delivers exactly layers x tokens x KV bytes per token per request, once, and
-every buffer is freed; at 1 Gbit/s the tight/lax ratio is above 0.8.
+every buffer is freed; at 1 Gbit/s the tight request gains nothing (tight/lax >= 0.85, the gap
+under a tenth of the slow link's): the link is not the bottleneck, so classes do not matter.
 
     sudo python scripts/vllm_kv_e2e.py --vllm-python /work/vllmcpu-venv/bin/python \\
         --workdir /tmp/mfs-kv-e2e [--write docs/results.md]
@@ -266,6 +267,9 @@ def one_repeat(args, fab, policy: str, prefill: Engine, decode: Engine, label: s
                        else last[k] - first_staged[k] for k in names},
         "deadline_slack_s": {k: None if last[k] is None else t0 + SLO_S[k] - last[k]
                              for k in names},
+        # both requests' bytes: from the first layer staged to the last layer arrived
+        "span_s": None if None in last.values() or None in first_staged.values()
+        else max(last.values()) - min(first_staged.values()),
         "bytes_loaded": {k: loaded.get(rid, {}).get("bytes")
                          for k, rid in zip(names, dec["request_ids"], strict=True)},
         "delivered_bytes": rx1["transport.bytes_delivered"] - rx0["transport.bytes_delivered"],
@@ -313,6 +317,8 @@ def checks(runs: list[dict], reference: list[list[int]]) -> list[tuple[str, bool
     out = []
     slow = [r for r in runs if r["label"] != "fast"]
     fs_lax = statistics.median(r["arrival_s"]["lax"] for r in slow if r["policy"] == "fs")
+    mfs_gap = statistics.median(r["arrival_s"]["lax"] - r["arrival_s"]["tight"]
+                                for r in slow if r["policy"] == "mfs")
     for r in runs:
         name = f"{r['policy']} {r['label']}"
         a = r["arrival_s"]
@@ -327,9 +333,11 @@ def checks(runs: list[dict], reference: list[list[int]]) -> list[tuple[str, bool
             out.append((f"{name}: both requests loaded", False, str(a)))
             continue
         ratio = a["tight"] / a["lax"]
-        if r["label"] == "fast":
-            out.append((f"{name}: no gap at 1 Gbit/s (arrivals within 15%)",
-                        abs(ratio - 1) <= 0.15, f"{ratio:.2f}"))
+        if r["label"] == "fast":  # the link is not the bottleneck: priority buys nothing
+            gap = a["lax"] - a["tight"]
+            out.append((f"{name}: no gap at 1 Gbit/s (tight/lax >= 0.85, the gap under a "
+                        "tenth of the slow link's)", ratio >= 0.85 and gap < 0.1 * mfs_gap,
+                        f"tight/lax {ratio:.2f}, gap {gap:.2f} s against {mfs_gap:.2f} s"))
         elif r["policy"] == "fs":
             out.append((f"{name}: arrivals within 15%", abs(ratio - 1) <= 0.15, f"{ratio:.2f}"))
         else:
@@ -368,12 +376,12 @@ def table(runs: list[dict], results: list[tuple[str, bool, str]], args) -> str:
                      f"{s['tight']:.2f} ({a['tight']:.2f}) | "
                      f"{s['tight'] / s['lax']:.2f} | {ef / 1e6:.2f} / {cs1 / 1e6:.2f} MB | "
                      f"{'yes' if r['tokens'] == r.get('reference') else 'see checks'} |")
-    fast = [r for r in runs if r["label"] == "fast" and None not in r["transfer_s"].values()]
+    fast = [r for r in runs if r["label"] == "fast" and r.get("span_s")]
     if fast:
         r = fast[0]
-        mbps = 2 * req_mb * 8 / max(r["transfer_s"].values())
+        mbps = 2 * req_mb * 8 / r["span_s"]
         lines += ["", f"At 1 Gbit/s both requests' KV ({2 * req_mb:.1f} MB) arrived "
-                  f"{max(r['transfer_s'].values()):.2f} s after the first layer was staged: "
+                  f"{r['span_s']:.2f} s after the first layer was staged: "
                   f"{mbps:.0f} Mbit/s through the Python data plane (staging, two daemons, "
                   "AES-GCM, HTB), the decode engine claiming as it goes."]
     failed = [f"{n} ({d})" for n, ok, d in results if not ok]
