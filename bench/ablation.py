@@ -20,8 +20,8 @@ from pathlib import Path
 from _report import save
 
 from mfsched.experiments.config import SimConfig
+from mfsched.experiments.points import CONTENTION_FREE, Point, run_point
 from mfsched.experiments.runner import prepare, run_scheduler
-from mfsched.experiments.sweep import CONTENTION_FREE, _run_job
 
 VARIANTS = {
     "mfs (all mechanisms)": {},
@@ -46,7 +46,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         cfg = SimConfig(workload=args.workload, rate_per_gpu=args.rate,
                         bandwidth_scale=args.bandwidth_scale, seed=seed)
-        for row in _run_job((cfg, ("fs",), True)):
+        for row in run_point(Point("ablation", cfg, ("fs",), reference=True)).rows:
             label = "contention-free reference" if row["scheduler"] == CONTENTION_FREE else "fs"
             results.setdefault(label, []).append(row)
         p = prepare(cfg)
@@ -61,7 +61,7 @@ def main() -> None:
     for label, rows in results.items():
         def mean(key, rows=rows):
             return statistics.mean(r[key] for r in rows)
-        lines.append(f"| {label} | {mean('slo_attainment'):.3f} | "
+        lines.append(f"| {label} | {mean('slo_attainment'):.1%} | "
                      f"{1e3 * mean('ttft_mean_s'):.0f} | {1e3 * mean('stage2_cct_mean_s'):.2f} |")
     save("ablation", results, "\n".join(lines), args.write, "ablation")
 

@@ -1,8 +1,13 @@
 #!/bin/sh
 # Install everything the whole test suite needs into the CURRENT Python environment:
-# mfsched itself with its test extra, the CPU build of torch 2.13.0, and a "lite" vLLM 0.33.0
-# (its Python code without the CUDA torch, triton or other GPU wheels), which is all that
-# tests/integrations needs: vLLM's scheduler and KV-connector classes on the CPU.
+# mfsched itself with its test, ray and report extras (tests/test_experiments.py runs a grid on
+# a local Ray instance; tests/test_report.py draws with matplotlib and opens the page with
+# playwright), the CPU build of torch 2.13.0, and a "lite" vLLM 0.33.0 (its Python code without
+# the CUDA torch, triton or other GPU wheels), which is all that tests/integrations needs:
+# vLLM's scheduler and KV-connector classes on the CPU.
+#
+# The report test drives Debian's Chromium (/usr/bin/chromium: apt-get install chromium; .ci/run
+# installs it), never a browser build downloaded by playwright.
 #
 # Idempotent (pip skips what is installed). Run from anywhere:  sh scripts/install-test-deps.sh
 #
@@ -45,11 +50,11 @@ python -W ignore -c "import torch, sys; v = torch.__version__; print('install-te
 
 echo "install-test-deps: torch step done at $(( $(date +%s) - start )) s"
 
-# 2. mfsched with its test extra, and vLLM's pure-Python dependencies (pinned).
+# 2. mfsched with its test, ray and report extras, and vLLM's pure-Python dependencies (pinned).
 if [ "${MFSCHED_EDITABLE:-1}" = "1" ]; then
-    $PIP_INSTALL -e "$root[test]" -r "$here/vllm-lite-requirements.txt"
+    $PIP_INSTALL -e "$root[test,ray,report]" -r "$here/vllm-lite-requirements.txt"
 else
-    $PIP_INSTALL "$root[test]" -r "$here/vllm-lite-requirements.txt"
+    $PIP_INSTALL "$root[test,ray,report]" -r "$here/vllm-lite-requirements.txt"
 fi
 
 echo "install-test-deps: mfsched and vLLM's dependencies done at $(( $(date +%s) - start )) s"

@@ -31,9 +31,11 @@ def test_json_output_has_contract_keys():
 
 
 def test_trace_json_and_out(tmp_path):
+    # 5 of the fixture's 20 requests are longer than Mixtral-8x7B's 32k context
     res = mfsched("simulate", "--json", "--trace", str(FIX / "mooncake_head20.jsonl"),
-                  "--trace-format", "mooncake", "--requests", "10", "--warmup", "5",
-                  "--scheduler", "fs", "--out", str(tmp_path / "run"), check=True)
+                  "--trace-format", "mooncake", "--over-context", "drop", "--requests", "10",
+                  "--warmup", "5", "--scheduler", "fs", "--out", str(tmp_path / "run"),
+                  check=True)
     (row,) = json.loads(res.stdout)
     assert row["requests_evaluated"] == 10
     out = tmp_path / "run"
@@ -58,7 +60,7 @@ def test_table_output():
     (["--trace", "/no/such/file.jsonl"], "/no/such/file.jsonl: no such trace file"),
     (["--trace", str(FIX / "azure_conv_head20.csv"), "--trace-format", "mooncake"],
      "azure_conv_head20.csv:1: not valid JSON"),
-    (["--requests", "0"], "--requests must be at least 1"),
+    (["--requests", "0"], "--requests must be an integer in 1..1000000, got 0"),
     (["--bogus"], "No such option: --bogus"),
     (["--scenario", "fattree", "--model", "grok-2", "--tp", "1", "--ep", "8", "--servers", "4"],
      "does not fit"),

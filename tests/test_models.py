@@ -16,8 +16,8 @@ from mfsched.workload.models import (
 )
 
 TINY = ModelSpec("tiny", num_layers=2, hidden_size=8, num_attention_heads=4, num_kv_heads=2,
-                 head_dim=2, ffn_intermediate_size=16, vocab_size=10, num_experts=4,
-                 experts_per_token=2, shared_ffn_intermediate_size=4)
+                 head_dim=2, ffn_intermediate_size=16, vocab_size=10, max_context_tokens=1024,
+                 num_experts=4, experts_per_token=2, shared_ffn_intermediate_size=4)
 
 
 def test_kv_bytes_mixtral():
@@ -77,6 +77,15 @@ def test_parameter_counts_match_published_sizes(name, params_b):
 
 def test_invalid_specs_rejected():
     with pytest.raises(ValueError):
-        ModelSpec("bad", 1, 8, 3, 2, 2, 16, 10)  # heads not a multiple of KV heads
+        ModelSpec("bad", 1, 8, 3, 2, 2, 16, 10, 1024)  # heads not a multiple of KV heads
     with pytest.raises(ValueError):
-        ModelSpec("bad", 1, 8, 4, 2, 2, 16, 10, num_experts=4, experts_per_token=5)
+        ModelSpec("bad", 1, 8, 4, 2, 2, 16, 10, 1024, num_experts=4, experts_per_token=5)
+
+
+@pytest.mark.parametrize("name,context", [
+    ("mixtral-8x7b", 32768), ("mixtral-8x22b", 65536), ("dbrx", 32768), ("grok-2", 131072),
+    ("qwen3-coder-480b-a35b", 262144), ("llama-3-8b", 8192), ("llama-3-70b", 8192)])
+def test_context_windows_from_the_public_configs(name, context):
+    spec = MODELS.get(name)
+    assert spec.max_context_tokens == context
+    assert str(context) in spec.source  # the config field it was read from is cited

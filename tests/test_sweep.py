@@ -39,8 +39,11 @@ def test_sweep_cli_json():
 
 
 @pytest.mark.parametrize("args,fragment", [(["--rate", "x"], "--rate: expected"),
-                                            (["--rate", "-1"], "must be positive"),
-                                            (["--bandwidth-scale", "0"], "--bandwidth-scale")])
+                                            (["--rate", "-1"], "--rate must be a positive number"),
+                                            (["--bandwidth-scale", "0"], "--bandwidth-scale"),
+                                            (["--executor", "mpi"], "unknown executor 'mpi'"),
+                                            (["--ray-address", "auto"],
+                                             "--ray-address needs --executor ray")])
 def test_sweep_bad_input(args, fragment):
     res = subprocess.run([sys.executable, "-m", "mfsched.cli", "sweep", *args],
                          capture_output=True, text=True)
@@ -54,9 +57,9 @@ def test_markdown_tables_mark_the_best_and_ratios():
              "slo_attainment": a} for s, a in [("fs", 0.4), ("sjf", 0.5), ("mfs", 0.6),
                                               (CONTENTION_FREE, 0.7)]]
     text = markdown_tables(rows)
-    assert "| 1 | 0.400 | 0.500 | **0.600** | 0.700 | 1.20x | 1.50x |" in text
+    assert "| 1 | 40.0% | 50.0% | **60.0%** | 70.0% | 1.20x | 1.50x |" in text
     rows += [dict(r, rate_per_gpu=2.0, slo_attainment=0.0) for r in rows]
-    assert "| 2 | **0.000** | **0.000** | **0.000** | 0.000 | n/a | n/a |" in markdown_tables(rows)
+    assert "| 2 | **0.0%** | **0.0%** | **0.0%** | 0.0% | n/a | n/a |" in markdown_tables(rows)
 
 
 def test_nic_gbps_sets_the_nic_line_rate():

@@ -12,7 +12,10 @@ from mfsched.workload.synthetic import SessionTiming, _BlockInterner, generate, 
 TIMING = SessionTiming(16.0, 0.019)
 
 
-@pytest.mark.parametrize("name,mean_tokens,reuse", [("conv", 2000, 0.50), ("agent", 1000, 0.65)])
+@pytest.mark.parametrize("name,mean_tokens,reuse", [
+    ("conv", 2000, 0.50), ("agent", 1000, 0.65),
+    # the paper's Mooncake statistics for Llama-3-8B with SP (§6.1)
+    ("mooncake-conv", 15000, 0.40), ("mooncake-agent", 9000, 0.65)])
 def test_presets_match_targets(name, mean_tokens, reuse):
     """Steady state: the statistics of the requests that follow the stream's history."""
     means, reuses = [], []
@@ -68,3 +71,10 @@ def test_no_turn_before_its_answer(name):
                 break
         by_prompt[r.block_hashes[: r.input_tokens // r.block_tokens]] = i
     assert follow_ups > 3000 * 0.3  # conv: 1 - 1/1.8 of turns follow a predecessor
+
+
+@pytest.mark.parametrize("name", ["mooncake-conv", "mooncake-agent"])
+def test_mooncake_presets_use_mooncake_blocks(name):
+    reqs = generate(name, 50, np.random.default_rng(0), TIMING)
+    assert {r.block_tokens for r in reqs} == {512}
+    assert all(len(r.block_hashes) == -(-r.input_tokens // 512) for r in reqs)

@@ -1,6 +1,8 @@
 """Trace readers: the three formats, and one-line errors for malformed input."""
 
+import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from mfsched.errors import UserError
 from mfsched.workload.requests import Request, ideal_reuse_ratio, poisson_retime
-from mfsched.workload.traces import read_trace
+from mfsched.workload.traces import TraceLimits, load_trace, read_trace
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -88,3 +90,84 @@ def test_poisson_retime_rate_and_order():
     assert (gaps >= 0).all()
     assert statistics.mean(gaps) == pytest.approx(1 / 50, rel=0.03)
     assert [r.request_id for r in out] == list(range(20000))
+
+
+# --- issue 14: what the model can serve, and input that is not a trace at all ----------------
+
+
+def _mooncake(path, *rows):
+    path.write_text("".join(json.dumps({"timestamp": ts, "input_length": n, "output_length": o,
+                                        "hash_ids": list(range(-(-n // 512)))}) + "\n"
+                            for ts, n, o in rows))
+    return path
+
+
+def test_requests_longer_than_the_context_are_refused_or_dropped(tmp_path):
+    path = _mooncake(tmp_path / "t.jsonl", (0, 100, 10), (1, 32000, 769), (2, 32000, 768),
+                     (3, 50, 5))
+    limits = TraceLimits(32768, "mixtral-8x7b")
+    with pytest.raises(UserError) as info:
+        load_trace(path, "mooncake", limits=limits)
+    assert str(info.value).startswith(f"{path}:2: 32000 + 769 tokens (prompt + output) do not "
+                                      f"fit mixtral-8x7b's context window of 32768 tokens")
+    got = load_trace(path, "mooncake", limits=replace(limits, drop_longer=True))
+    assert got.dropped_lines == (2,)
+    assert [r.input_tokens for r in got.requests] == [100, 32000, 50]  # 32000 + 768 fits
+    # the limit counts kept requests: the dropped one does not use up one of the three
+    assert len(load_trace(path, "mooncake", 3, replace(limits, drop_longer=True)).requests) == 3
+
+
+def test_a_trace_whose_every_request_is_too_long(tmp_path):
+    path = _mooncake(tmp_path / "t.jsonl", (0, 40000, 1))
+    with pytest.raises(UserError, match="the trace has no requests within m's context window"):
+        load_trace(path, "mooncake", limits=TraceLimits(32768, "m", drop_longer=True))
+
+
+def test_the_span_of_kept_timestamps_is_checked_with_its_lines(tmp_path):
+    path = _mooncake(tmp_path / "t.jsonl", (5, 10, 1), (1e13, 10, 1), (0, 10, 1))
+    with pytest.raises(UserError) as info:
+        load_trace(path, "mooncake", limits=TraceLimits(max_span_s=4e6))
+    assert str(info.value).startswith(f"{path}:2: the timestamps span 1e+10 s (line 3 to "
+                                      f"line 2), more than the 4e+06 s")
+
+
+@pytest.mark.parametrize("fmt,data,line,reason", [
+    ("mooncake", bytes(range(128, 256)), 1, "not UTF-8 text (byte 0x80 at column 1)"),
+    ("mooncake", b'{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1]}\n'
+                 b"\xff\n", 2, "not UTF-8 text"),
+    ("mooncake", b"[" * 100000 + b"\n", 1, "nested too deeply"),
+    ("mooncake", b'{"timestamp": ' + b"1" * 5000 + b"}\n", 1, "not a usable JSON object"),
+    ("mooncake", b'{"timestamp": 1' + b"0" * 400 + b', "input_length": 1, "output_length": 1,'
+                 b' "hash_ids": [1]}\n', 1, "field 'timestamp' is too large a number"),
+    ("mooncake", b'{"timestamp": NaN, "input_length": 1, "output_length": 1, "hash_ids": [1]}\n',
+     1, "finite non-negative"),
+    ("azure", b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,1\x00,3\n", 2,
+     "token counts must be integers"),
+    ("azure", b'TIMESTAMP,ContextTokens,GeneratedTokens\n"' + b"9" * 200000 + b'",1,3\n', 2,
+     "not valid CSV (field larger than field limit"),
+    ("azure", b"TIMESTAMP,ContextTokens,GeneratedTokens\n99999-01-01,1,3\n", 2,
+     "bad TIMESTAMP"),
+])
+def test_noise_and_extreme_numbers_are_one_line_errors(tmp_path, fmt, data, line, reason):
+    path = tmp_path / "bad.trace"
+    path.write_bytes(data)
+    with pytest.raises(UserError) as info:
+        read_trace(path, fmt)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:{line}: ") and reason in msg and "\n" not in msg
+
+
+def test_a_directory_is_not_a_trace(tmp_path):
+    with pytest.raises(UserError, match="is a directory, not a trace file"):
+        read_trace(tmp_path, "mooncake")
+
+
+def test_synthetic_requests_fit_the_context_and_streams_that_fit_are_unchanged():
+    from mfsched.workload.synthetic import SessionTiming, generate
+
+    timing = SessionTiming(16, 0.02)
+    free = generate("conv", 3000, np.random.default_rng(0), timing)
+    assert max(r.input_tokens + r.output_tokens for r in free) > 8192  # the limit matters
+    capped = generate("conv", 3000, np.random.default_rng(0), timing, 8192)
+    assert max(r.input_tokens + r.output_tokens for r in capped) <= 8192
+    assert generate("conv", 3000, np.random.default_rng(0), timing, 32768) == free

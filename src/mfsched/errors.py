@@ -2,14 +2,17 @@
 
 Anything a user can cause (a malformed trace line, an unknown model, a negative rate) raises
 :class:`UserError`. The CLI turns it into one line on stderr and exit code 2; it never shows a
-traceback for these. Programming errors stay ordinary exceptions.
+traceback for these. A simulation that exceeds the bounds derived from its inputs raises
+:class:`SimulationStuck` (one line, exit code 3): inputs that pass the checks should never get
+there, so it is reported as what it is, a bug to fix. Programming errors stay ordinary
+exceptions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["UserError"]
+__all__ = ["SimulationStuck", "UserError"]
 
 
 @dataclass
@@ -26,3 +29,8 @@ class UserError(Exception):
         if self.line is None:
             return f"{self.where}: {self.reason}"
         return f"{self.where}:{self.line}: {self.reason}"
+
+
+class SimulationStuck(Exception):
+    """A simulated run went past its bound on events or simulated time (see
+    :mod:`mfsched.sim.engine`); the message names the stuck flow and request."""

@@ -52,7 +52,8 @@ def test_fabric_is_built_and_cleaned_up():
     with fabric(replace(spec, tag="lft")):  # a leftover, as a killed run would leave it
         pass
     subprocess.run(["ip", "netns", "add", "mfs-lft-h9"], check=True)
-    assert "mfs-lft-h9" in clean("mfs-lft-")
+    assert "mfs-lft-h9" in clean("mfs-lft-").kept  # no owner recorded: kept without --force
+    assert "mfs-lft-h9" in clean("mfs-lft-", force=True).deleted
     assert not [n for n in list_namespaces() if n.startswith("mfs-lft-")]
 
 

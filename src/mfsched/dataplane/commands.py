@@ -2,9 +2,12 @@
 
 ``register(app)`` adds them to the ``mfsched`` Typer app; ``mfsched.cli.main`` calls it before
 dispatching, so ``mfsched testbed``, ``mfsched compare`` and ``mfsched net clean`` share the
-simulator's error handling and output. Options mirror ``mfsched simulate`` where
-they make sense, plus the emulation knobs (``--scale``, ``--mtu``, ...). The printed table,
-``--json`` and ``--out`` are the simulator's (same helpers, same keys).
+simulator's error handling and output. Their options are the simulator's scenario options
+(:class:`mfsched.cli_options.ScenarioOptions`, ``--policy-option`` included) plus the emulation
+knobs (:class:`mfsched.cli_options.EmulationOptions`); the printed table, ``--json`` and
+``--out`` are the simulator's (:mod:`mfsched.cli_output`, :mod:`mfsched.cli_files`, same
+keys). This module imports
+nothing from :mod:`mfsched.cli`.
 
 Heavy imports happen inside the commands, so registering costs nothing at start-up.
 """
@@ -13,188 +16,118 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..cli_files import check_out_dir, config_doc, write_out_dir, write_run
+from ..cli_options import (
+    AsJson,
+    Command,
+    EmulationOptions,
+    Group,
+    RunDir,
+    ScenarioOptions,
+    Scheduler,
+    with_groups,
+)
+from ..cli_output import err_console, pct, print_results, progress, stdout_console, ticker
 from ..errors import UserError
 
 __all__ = ["compare", "net_app", "net_clean", "register", "testbed"]
 
-net_app = typer.Typer(add_completion=False, no_args_is_help=True,
+net_app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                       help="The emulated network (namespaces, veth, HTB queues).")
 
 DEFAULT_SCHEDULERS = "fs,mfs"
+# scenario options the emulation cannot follow: its NICs are the testbed's (scaled by --scale)
+_NOT_EMULATED = ("nic_gbps",)
+_PROGRESS_UNIT = "requests (warm-up + evaluated)"
 
 
-_SIM_OPTIONS = ("scenario", "model", "tp", "ep", "sp", "servers", "prefill_instances",
-                "workload", "trace", "trace_format", "keep_timestamps", "rate", "requests",
-                "warmup", "slo_scale", "slo", "levels", "max_batched_tokens", "reuse_lookahead",
-                "per_flow", "seed")
-_EMU_OPTIONS = ("scale", "mtu", "chunk_kib", "window_kib", "no_coordinator", "log_dir", "nice",
-                "key_file", "no_auth")
 
+def _setup(sc: ScenarioOptions, emu_options: EmulationOptions, scheduler: str,
+           out: Path | None):
+    """The scenario, the emulation, the scheduler names and the prepared run; bad options
+    raise UserError before anything is built."""
+    from ..experiments.runner import check_policy_options, prepare, scheduler_names
 
-def _setup(options: dict):
-    """From a command's options: the scenario, the emulation, the scheduler names and the
-    prepared run (bad options raise UserError before anything is built)."""
-    from ..cli import check_out_dir, sim_config
-    from ..experiments.runner import prepare, scheduler_names
-
-    check_out_dir(options["out"])
-    if options["scenario"].lower() != "testbed":
+    check_out_dir(out)
+    if sc.scenario.lower() != "testbed":
         raise UserError("the emulated testbed runs the 'testbed' scenario only",
                         where="--scenario")
-    cfg = sim_config(**{k: options[k] for k in _SIM_OPTIONS})
-    emu = _emulation(*(options[k] for k in _EMU_OPTIONS))
-    return cfg, emu, scheduler_names(options["scheduler"]), prepare(cfg)
+    cfg = sc.config()
+    emu = emu_options.config()
+    names = scheduler_names(scheduler)
+    check_policy_options(cfg, names)
+    if os.geteuid() != 0:  # before any work (compare would simulate first)
+        raise UserError("the emulated testbed needs root (network namespaces and tc)")
+    return cfg, emu, names, prepare(cfg)
 
 
-def _emulation(scale, mtu, chunk_kib, window_kib, no_coordinator, log_dir, nice, key_file,
-               no_auth):
-    from .sender import SenderConfig
-    from .testbed import EmulationConfig
-
-    try:
-        sender = SenderConfig(chunk_bytes=int(chunk_kib * 1024),
-                              window_bytes=int(window_kib * 1024))
-        if no_auth and key_file is not None:
-            raise UserError("--key-file and --no-auth exclude each other")
-        if key_file is not None:
-            from .auth import RunKey
-
-            RunKey.from_file(str(key_file))  # a bad key file fails now, not after the fabric
-        return EmulationConfig(scale=scale, mtu=mtu, sender=sender,
-                               coordinator=not no_coordinator,
-                               log_dir=None if log_dir is None else str(log_dir), nice=nice,
-                               authenticate=not no_auth,
-                               key_file=None if key_file is None else str(key_file))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
-# Options shared by testbed and compare (a function signature cannot be shared in Typer).
-Scenario = Annotated[str, typer.Option(help="Cluster: only 'testbed' (8 servers x 4 GPUs, 2 "
-                                            "NICs per server) can be emulated.")]
-Model = Annotated[str | None, typer.Option(help="Model name. Default: mixtral-8x7b.")]
-Tp = Annotated[int | None, typer.Option(help="Tensor-parallel degree per unit.")]
-Ep = Annotated[int | None, typer.Option(help="Expert-parallel degree.")]
-Sp = Annotated[int | None, typer.Option(help="Sequence-parallel degree (dense models).")]
-Servers = Annotated[int | None, typer.Option(help="Servers (namespaces). Default: 8.")]
-Prefill = Annotated[int | None, typer.Option(help="Prefill instances. Default: half the GPUs.")]
-Workload = Annotated[str, typer.Option(help="Synthetic workload: 'conv' or 'agent'.")]
-Trace = Annotated[Path | None, typer.Option(help="Request trace file instead of a workload.")]
-TraceFormat = Annotated[str, typer.Option(help="mooncake, qwen or azure.")]
-KeepTs = Annotated[bool, typer.Option(help="Replay the trace's own arrival times.")]
-Scheduler = Annotated[str, typer.Option(
-    help="Scheduler name, comma-separated names, or 'all' (each run takes about 20 s of wall "
-         "time per simulated second).")]
-Rate = Annotated[float, typer.Option(help="Requests/s per prefill GPU (Poisson), model time.")]
-Requests = Annotated[int, typer.Option(help="Number of evaluated requests.")]
-Warmup = Annotated[int, typer.Option(help="Warm-up requests before the evaluated ones.")]
-SloScale = Annotated[float, typer.Option(help="TTFT SLO = this x the request's TTFT alone on "
-                                              "the idle cluster (simulated).")]
-Slo = Annotated[float | None, typer.Option(help="A constant TTFT SLO in seconds.")]
-Levels = Annotated[int, typer.Option(help="Strict priority levels K of the policies.")]
-Mbt = Annotated[int, typer.Option(help="New tokens per prefill unit per batch.")]
-Lookahead = Annotated[int, typer.Option(help="Stage-1 lookahead in layers; 0 = batch start.")]
-PerFlow = Annotated[bool, typer.Option(help="Every member of a collective is its own flow.")]
-Seed = Annotated[int, typer.Option(help="Seed for workload generation and arrivals.")]
-ScaleOpt = Annotated[float, typer.Option(
-    help="The one scaling factor s: sizes / s, durations x s, link rates / s^2 (s=20: "
-         "100 Gbit/s NICs become 250 Mbit/s).")]
-Mtu = Annotated[int, typer.Option(help="MTU of the emulated links (jumbo frames keep the "
-                                       "packet rate within what two cores can switch).")]
-ChunkKib = Annotated[float, typer.Option(help="Transport chunk size in KiB (a priority change "
-                                              "takes effect at the next chunk).")]
-WindowKib = Annotated[float, typer.Option(help="Unacknowledged KiB in flight per NIC and "
-                                               "hardware class.")]
-NoCoord = Annotated[bool, typer.Option(help="Run without the coordinator (no global RED "
-                                            "order, no pruning).")]
-LogDir = Annotated[Path | None, typer.Option(help="Keep daemon and coordinator logs here.")]
-Nice = Annotated[int, typer.Option(
-    help="Scheduling niceness of the emulation's processes (negative: ahead of other jobs; "
-         "timing fidelity needs free cores, see the 'late' figures of --out).")]
-KeyFile = Annotated[Path | None, typer.Option(
-    help="The run's data-plane key: 64 hex digits in a file only you can read (default: a "
-         "fresh random key per run).")]
-NoAuth = Annotated[bool, typer.Option(help="Data connections without authentication and "
-                                           "encryption (to measure what they cost).")]
-Out = Annotated[Path | None, typer.Option(help="Write records (Parquet), config and summary "
-                                                "here, as 'mfsched simulate --out' does.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
-
-
-def testbed(
-    scenario: Scenario = "testbed", model: Model = None, tp: Tp = None, ep: Ep = None,
-    sp: Sp = None, servers: Servers = None, prefill_instances: Prefill = None,
-    workload: Workload = "agent", trace: Trace = None, trace_format: TraceFormat = "mooncake",
-    keep_timestamps: KeepTs = False, scheduler: Scheduler = DEFAULT_SCHEDULERS,
-    rate: Rate = 1.0, requests: Requests = 32, warmup: Warmup = 8, slo_scale: SloScale = 3.0,
-    slo: Slo = None, levels: Levels = 8, max_batched_tokens: Mbt = 8192,
-    reuse_lookahead: Lookahead = 0, per_flow: PerFlow = False, seed: Seed = 0,
-    scale: ScaleOpt = 20.0, mtu: Mtu = 9000, chunk_kib: ChunkKib = 32.0,
-    window_kib: WindowKib = 256.0, no_coordinator: NoCoord = False, log_dir: LogDir = None,
-    nice: Nice = 0, key_file: KeyFile = None, no_auth: NoAuth = False, out: Out = None,
-    as_json: AsJson = False,
-) -> None:
+@with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
+def testbed(sc: ScenarioOptions, emu: EmulationOptions,
+            scheduler: Scheduler = DEFAULT_SCHEDULERS, out: RunDir = None,
+            as_json: AsJson = False) -> None:
     """Run the scenario on the emulated testbed: namespaces, HTB priority queues, daemons, real TCP.
 
-    Needs root. Defaults (fs and mfs, 32 requests after 8 warm-up) take about 2.5 minutes on two idle cores. Prints the simulator's table; --json prints the simulator's JSON keys.
+    Needs root. Each scheduler's run takes about 20 s of wall time per simulated second: the defaults (fs and mfs, 32 requests after 8 warm-up) about 2.5 minutes on two idle cores. Prints the simulator's table; --json prints the simulator's JSON keys.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    cfg, emu, names, prepared = _setup(locals())  # first: locals() holds just the options
-    from ..cli import _print_table, _progress, _write_out, err_console, ticker
+    _, emulation, names, prepared = _setup(sc, emu, scheduler, out)
     from .testbed import run_testbed
 
-    with _progress(enabled=not as_json or err_console.is_terminal) as bar:
-        runs = run_testbed(prepared, names, emu, progress=ticker(bar))
+    with progress(not as_json or err_console.is_terminal, _PROGRESS_UNIT) as bar:
+        runs = run_testbed(prepared, names, emulation, progress=ticker(bar))
     _warn_if_late(runs, err_console)
     results = [r.result for r in runs]
     rows = [r.to_json() for r in results]
     if out is not None:
-        _write_out(out, cfg, results, rows)
-        _write_dataplane(out, runs, emu)
+        doc = config_doc(prepared, names)
+
+        def fill(d: Path) -> None:
+            write_run(d, doc, results, rows)
+            _write_dataplane(d, runs, emulation)
+
+        write_out_dir(out, fill)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        _print_table(rows)
+        print_results(rows)
 
 
-def compare(
-    scenario: Scenario = "testbed", model: Model = None, tp: Tp = None, ep: Ep = None,
-    sp: Sp = None, servers: Servers = None, prefill_instances: Prefill = None,
-    workload: Workload = "agent", trace: Trace = None, trace_format: TraceFormat = "mooncake",
-    keep_timestamps: KeepTs = False, scheduler: Scheduler = DEFAULT_SCHEDULERS,
-    rate: Rate = 1.0, requests: Requests = 32, warmup: Warmup = 8, slo_scale: SloScale = 3.0,
-    slo: Slo = None, levels: Levels = 8, max_batched_tokens: Mbt = 8192,
-    reuse_lookahead: Lookahead = 0, per_flow: PerFlow = False, seed: Seed = 0,
-    scale: ScaleOpt = 20.0, mtu: Mtu = 9000, chunk_kib: ChunkKib = 32.0,
-    window_kib: WindowKib = 256.0, no_coordinator: NoCoord = False, log_dir: LogDir = None,
-    nice: Nice = 0, key_file: KeyFile = None, no_auth: NoAuth = False, out: Out = None,
-    as_json: AsJson = False,
-) -> None:
+@with_groups(exclude=_NOT_EMULATED, requests=32, warmup=8)
+def compare(sc: ScenarioOptions, emu: EmulationOptions,
+            scheduler: Scheduler = DEFAULT_SCHEDULERS, out: RunDir = None,
+            as_json: AsJson = False) -> None:
     """Run the identical scenario in the simulator and on the emulated testbed; print both.
 
     Per scheduler: SLO attainment, mean TTFT and mean Stage-2 CCT of each, and the simulator's relative error (simulator - testbed) / testbed. Needs root.
     """  # noqa: E501
-    cfg, emu, names, prepared = _setup(locals())  # first: locals() holds just the options
-    from ..cli import _progress, _write_out, err_console, ticker
+    _, emulation, names, prepared = _setup(sc, emu, scheduler, out)
+    from ..cli_output import compile_notice
     from ..experiments.runner import run
     from .testbed import run_testbed
 
+    compile_notice()
     sim = run(prepared, names, record_flows=out is not None)  # also warms the SLO memo
-    with _progress(enabled=not as_json or err_console.is_terminal) as bar:
-        runs = run_testbed(prepared, names, emu, progress=ticker(bar), warm=False)
+    with progress(not as_json or err_console.is_terminal, _PROGRESS_UNIT) as bar:
+        runs = run_testbed(prepared, names, emulation, progress=ticker(bar), warm=False)
     _warn_if_late(runs, err_console)
     sim_rows = [r.to_json() for r in sim]
     tb_rows = [r.result.to_json() for r in runs]
     table = comparison(sim_rows, tb_rows)
     if out is not None:
-        _write_out(out / "simulator", cfg, sim, sim_rows)
-        _write_out(out / "testbed", cfg, [r.result for r in runs], tb_rows)
-        _write_dataplane(out / "testbed", runs, emu)
-        (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+        doc = config_doc(prepared, names)
+
+        def fill(d: Path) -> None:
+            write_run(d / "simulator", doc, sim, sim_rows)
+            write_run(d / "testbed", doc, [r.result for r in runs], tb_rows)
+            _write_dataplane(d / "testbed", runs, emulation)
+            (d / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+
+        write_out_dir(out, fill)
     if as_json:
         typer.echo(json.dumps({"simulator": sim_rows, "testbed": tb_rows,
                                "comparison": table}, indent=2))
@@ -223,7 +156,6 @@ def relative_error(sim: float, real: float) -> float:
 
 
 def _print_comparison(table: list[dict], first: dict | None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     title = "simulator vs emulated testbed"
@@ -231,23 +163,23 @@ def _print_comparison(table: list[dict], first: dict | None) -> None:
         title += (f" | {first['model']} {first['parallelism']} | {first['workload']} | "
                   f"{first['rate_per_gpu']:g} req/s per prefill GPU | "
                   f"{first['requests_evaluated']} requests")
-    t = Table(title=title, caption="times in ms; err = (simulator - testbed) / testbed")
+    caption = "times in ms; err = (simulator - testbed) / testbed"
+    if first is not None:
+        caption = f"SLO: {first['slo_rule']}\n" + caption
+    t = Table(title=title, caption=caption)
     for col in ("scheduler", "SLO sim", "SLO testbed", "err", "TTFT sim", "TTFT testbed", "err",
                 "CCT sim", "CCT testbed", "err"):
         t.add_column(col, justify="left" if col == "scheduler" else "right")
     for r in table:
         t.add_row(r["scheduler"],
-                  f"{r['sim_slo_attainment']:.1%}", f"{r['testbed_slo_attainment']:.1%}",
+                  pct(r["sim_slo_attainment"]), pct(r["testbed_slo_attainment"]),
                   _pct(r["rel_err_slo_attainment"]),
                   f"{1e3 * r['sim_ttft_mean_s']:.1f}", f"{1e3 * r['testbed_ttft_mean_s']:.1f}",
                   _pct(r["rel_err_ttft_mean_s"]),
                   f"{1e3 * r['sim_stage2_cct_mean_s']:.2f}",
                   f"{1e3 * r['testbed_stage2_cct_mean_s']:.2f}",
                   _pct(r["rel_err_stage2_cct_mean_s"]))
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=max(out.width, 132))
-    out.print(t)
+    stdout_console().print(t)
 
 
 def _pct(x: float) -> str:
@@ -281,24 +213,32 @@ def _write_dataplane(out: Path, runs, emu) -> None:
     (out / "dataplane.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
-@net_app.command("clean")
-def net_clean(prefix: Annotated[str, typer.Option(
-        help="Namespace name prefix (must start with 'mfs-').")] = "mfs-") -> None:
-    """Delete leftover emulated networks: every namespace whose name starts with the prefix, after stopping the processes still running inside it."""  # noqa: E501
-    import os
+@net_app.command("clean", cls=Command)
+def net_clean(
+    prefix: Annotated[str, typer.Option(
+        help="Namespace name prefix (must start with 'mfs-').")] = "mfs-",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also remove namespaces of runs that are still alive, and namespaces "
+                        "with no recorded owner.")] = False,
+) -> None:
+    """Delete the emulated networks that killed runs left behind: the namespaces whose owning run is gone, after stopping the processes still inside them.
 
+    A live run's namespaces, and namespaces with no recorded owner, are kept and listed; --force removes them too.
+    """  # noqa: E501
     from .netns import clean
 
     if os.geteuid() != 0:
         raise UserError("needs root")
     try:
-        result = clean(prefix)
+        result = clean(prefix, force=force)
     except ValueError as e:
         raise UserError(str(e)) from None
-    for ns, pids in result.items():
+    for ns, pids in result.deleted.items():
         typer.echo(f"deleted {ns}" + (f" (stopped pids {', '.join(map(str, pids))})"
                                       if pids else ""))
-    if not result:
+    for ns, why in result.kept.items():
+        typer.echo(f"kept {ns}: {why} (--force removes it)")
+    if not result.deleted and not result.kept:
         typer.echo("nothing to clean")
 
 
@@ -306,8 +246,8 @@ def register(app: typer.Typer) -> None:
     """Add ``testbed``, ``compare`` and ``net`` to the ``mfsched`` app (idempotent)."""
     names = {c.name for c in app.registered_commands}
     if "testbed" not in names:
-        app.command("testbed")(testbed)
+        app.command("testbed", cls=Command)(testbed)
     if "compare" not in names:
-        app.command("compare")(compare)
+        app.command("compare", cls=Command)(compare)
     if all(g.name != "net" for g in app.registered_groups):
         app.add_typer(net_app, name="net")

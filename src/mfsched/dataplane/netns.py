@@ -22,11 +22,18 @@ Two NICs in one subnet need source routing: each NIC has a routing table chosen 
 address (``ip rule from <addr>``), and ARP answers only on the NIC that owns the address. All
 addresses come from 198.18.0.0/15 (RFC 2544 benchmarking); nothing leaves the namespaces.
 Deleting a namespace deletes its interfaces, so teardown is deleting the namespaces.
+
+Ownership: before it creates anything, :func:`fabric` records its owner (pid and the process's
+start time, so that a recycled pid is not mistaken for it) in ``OWNER_DIR/<tag>.json``; the
+record goes when the fabric is torn down. :func:`clean` removes only the namespaces whose
+recorded owner is gone (a killed run); those of a live run, and namespaces with no record
+(made by hand or by an older mfsched), stay unless ``force`` is given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -35,11 +42,14 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..traffic_classes import DEFAULT_CLASSES, NUM_CLASSES
 
 __all__ = [
+    "OWNER_DIR",
     "PREFIX",
+    "Cleaned",
     "Fabric",
     "FabricSpec",
     "clean",
@@ -50,6 +60,8 @@ __all__ = [
 ]
 
 PREFIX = "mfs-"
+OWNER_DIR = Path("/run/mfsched/netns")  # <tag>.json: who built the fabric of that tag
+_TAG_OF = re.compile(r"mfs-([0-9a-z]{1,6})-(?:h\d+|sw)$")
 SUBNET = "198.18.0.0/16"
 _LEAF_RATE_BPS = 64_000  # what a leaf is guaranteed; everything above is borrowed by prio
 _HOST_HANDLE, _SWITCH_HANDLE = 1, 2
@@ -262,13 +274,53 @@ def set_link_rate(fab: Fabric, rate_bps: float) -> None:
 
 @contextlib.contextmanager
 def fabric(spec: FabricSpec) -> Iterator[Fabric]:
-    """Build the fabric, yield it, delete every namespace it created (also on failure)."""
+    """Build the fabric, yield it, delete every namespace it created (also on failure). The
+    owner is recorded before anything is created and forgotten after teardown."""
     fab = Fabric(spec)
+    _record_owner(spec.tag)
     try:
         _build(fab)
         yield fab
     finally:
         delete_namespaces(fab.namespaces)
+        _owner_path(spec.tag).unlink(missing_ok=True)
+
+
+# --- ownership ---------------------------------------------------------------------------------
+
+
+def _owner_path(tag: str) -> Path:
+    return OWNER_DIR / f"{tag}.json"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22); None if
+    there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])  # fields after "(comm)" start at 3
+
+
+def _record_owner(tag: str, pid: int | None = None) -> None:
+    pid = os.getpid() if pid is None else pid
+    OWNER_DIR.mkdir(parents=True, exist_ok=True)
+    _owner_path(tag).write_text(json.dumps({"pid": pid, "start_ticks": _start_ticks(pid)}))
+
+
+def owner_of(namespace: str) -> tuple[int, bool] | None:
+    """(owner pid, whether that process still runs) of a fabric's namespace; None if no
+    owner is recorded."""
+    m = _TAG_OF.match(namespace)
+    if m is None:
+        return None
+    try:
+        rec = json.loads(_owner_path(m.group(1)).read_text())
+        pid, ticks = int(rec["pid"]), rec["start_ticks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid, ticks is not None and _start_ticks(pid) == ticks
 
 
 # --- inspection and cleanup ----------------------------------------------------------------
@@ -297,21 +349,47 @@ def namespace_pids(ns: str) -> list[int]:
     return [int(x) for x in out.split() if x.isdigit()]
 
 
-def clean(prefix: str = PREFIX, wait_s: float = 2.0) -> dict[str, list[int]]:
-    """Remove every namespace whose name starts with ``prefix`` (leftovers of killed runs).
+@dataclass(frozen=True)
+class Cleaned:
+    """What :func:`clean` did: deleted namespace -> the pids it stopped inside it; kept
+    namespace -> why."""
 
-    Processes still inside such a namespace (daemons of a killed run) are sent SIGTERM, then
-    SIGKILL, by pid; nothing outside these namespaces is touched. Returns ns -> stopped pids.
+    deleted: dict[str, list[int]]
+    kept: dict[str, str]
+
+
+def clean(prefix: str = PREFIX, wait_s: float = 2.0, force: bool = False) -> Cleaned:
+    """Remove the namespaces starting with ``prefix`` whose recorded owner is gone (leftovers
+    of killed runs); with ``force`` also those of live runs and those without an owner.
+
+    Processes still inside a removed namespace (daemons of a killed run) are sent SIGTERM,
+    then SIGKILL, by pid; nothing outside these namespaces is touched.
     """
     if not prefix.startswith(PREFIX):
         raise ValueError(f"refusing to clean namespaces outside the {PREFIX!r} prefix")
-    done: dict[str, list[int]] = {}
+    deleted: dict[str, list[int]] = {}
+    kept: dict[str, str] = {}
+    gone_tags: set[str] = set()
     for ns in list_namespaces(prefix):
+        owner = owner_of(ns)
+        if not force and owner is None:
+            kept[ns] = "no owner recorded (built by hand or by an older mfsched)"
+            continue
+        if not force and owner[1]:
+            kept[ns] = f"its run is still alive (pid {owner[0]})"
+            continue
         pids = namespace_pids(ns)
         _stop_pids(pids, wait_s)
         delete_namespaces([ns])
-        done[ns] = pids
-    return done
+        deleted[ns] = pids
+        m = _TAG_OF.match(ns)
+        if m is not None and (owner is None or not owner[1]):
+            gone_tags.add(m.group(1))
+    for tag in gone_tags:  # records of dead owners whose namespaces are all gone
+        if not any(_TAG_OF.match(n) and _TAG_OF.match(n).group(1) == tag
+                   for n in list_namespaces(f"{PREFIX}{tag}-")):
+            _owner_path(tag).unlink(missing_ok=True)
+    return Cleaned(deleted, kept)
 
 
 def _stop_pids(pids: list[int], wait_s: float) -> None:

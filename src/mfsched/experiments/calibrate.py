@@ -108,5 +108,5 @@ def markdown_table(costs: Sequence[ContentionCost]) -> str:
     for c in costs:
         lines.append(f"| {c.label} | {1e3 * c.ttft_s:.1f} / {1e3 * c.ttft_free_s:.1f} | "
                      f"{c.ttft_ratio:.2f}x | {1e3 * c.cct_s:.2f} / {1e3 * c.cct_free_s:.2f} | "
-                     f"{c.cct_ratio:.2f}x | {c.attainment:.3f} / {c.attainment_free:.3f} |")
+                     f"{c.cct_ratio:.2f}x | {c.attainment:.1%} / {c.attainment_free:.1%} |")
     return "\n".join(lines)

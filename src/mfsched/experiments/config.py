@@ -7,14 +7,19 @@ cluster with A100s and the per-model parallelism of its Table (Mixtral-8x22B TP4
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UserError
 from ..sim.serving import ServingConfig
+from ..sim.topology import TOPOLOGIES
+from ..validate import integer, number
 from ..workload.deployment import Parallelism
+from ..workload.models import MODELS
+from ..workload.synthetic import WORKLOADS
+from ..workload.traces import TRACE_FORMATS
 
-__all__ = ["PAPER_PARALLELISM", "SCENARIO_DEFAULTS", "SimConfig"]
+__all__ = ["MAX_BATCHED_TOKENS", "MAX_DEGREE", "MAX_STREAM_REQUESTS", "OVER_CONTEXT",
+           "PAPER_PARALLELISM", "SCENARIO_DEFAULTS", "SimConfig"]
 
 # The paper's §6.1 table; Mixtral-8x7B is its testbed set-up; Llama-3-70B is ours.
 PAPER_PARALLELISM: dict[str, Parallelism] = {
@@ -28,6 +33,21 @@ PAPER_PARALLELISM: dict[str, Parallelism] = {
 }
 
 SCENARIO_DEFAULTS = {"testbed": "mixtral-8x7b", "fattree": "mixtral-8x22b"}
+
+# What a run may ask for. A request costs about 3 KB and 0.2-2 ms to generate, so one stream
+# (history + warm-up + evaluated + tail) of a million requests needs about 3 GB; beyond that a
+# run would exhaust memory before it starts. The other bounds keep every quantity where the
+# model means something and floating point resolves it (rates, capacities, degrees).
+MAX_STREAM_REQUESTS = 1_000_000
+_MAX_SERVERS = 4096  # 32,768 GPUs on the fat-tree; the paper's cluster has 256 servers
+MAX_DEGREE = 1024  # tp, ep, sp; layers of Stage-1 lookahead
+_MAX_LEVELS = 64  # strict priority levels; switches have 8 queues
+_MAX_SEED = 2**64 - 1
+MAX_BATCHED_TOKENS = 1 << 20
+_MAX_CONNECTIONS = 64  # NCCL_MAX_NCHANNELS
+# What happens to a request longer than the model's context window: refused (naming the trace
+# line), or dropped as a serving engine rejects it (vLLM answers such requests with an error).
+OVER_CONTEXT = ("refuse", "drop")
 
 
 @dataclass(frozen=True)
@@ -61,25 +81,55 @@ class SimConfig:
     ring_channels: int | None = None
     kv_connections: int | None = None
     ring_collectives: bool | None = None
+    over_context: str = "refuse"  # requests longer than the model's context (OVER_CONTEXT)
     serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:
-        positive = {"--rate": self.rate_per_gpu, "--slo-scale": self.slo_scale,
-                    "--bandwidth-scale": self.bandwidth_scale,
-                    "--nic-gbps": 1.0 if self.nic_gbps is None else self.nic_gbps}
-        for flag, value in positive.items():
-            if not (value > 0 and math.isfinite(value)):
-                raise UserError(f"{flag} must be a positive number, got {value}")
-        if self.slo_s is not None and not self.slo_s > 0:
-            raise UserError(f"--slo must be positive, got {self.slo_s}")
-        if self.requests < 1:
-            raise UserError(f"--requests must be at least 1, got {self.requests}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.tail is not None and self.tail < 0:
-            raise UserError(f"tail must be >= 0, got {self.tail}")
-        if self.num_levels < 1:
-            raise UserError(f"--levels must be at least 1, got {self.num_levels}")
+        """Every field in its range (one line naming the option otherwise): the edge of every
+        run, whether it comes from the command line or from Python."""
+        number("--rate", self.rate_per_gpu, 0, 1e5, lo_open=True)
+        number("--slo-scale", self.slo_scale, 0, 1e6, lo_open=True)
+        number("--bandwidth-scale", self.bandwidth_scale, 1e-4, 1e4)
+        if self.nic_gbps is not None:
+            number("--nic-gbps", self.nic_gbps, 1e-3, 1e5)
+        if self.slo_s is not None:
+            number("--slo", self.slo_s, 0, 1e6, lo_open=True)
+        integer("--requests", self.requests, 1, MAX_STREAM_REQUESTS)
+        integer("--warmup", self.warmup, 0, MAX_STREAM_REQUESTS)
+        if self.tail is not None:
+            integer("tail", self.tail, 0, MAX_STREAM_REQUESTS)
+        total = self.warmup + self.requests + self.tail_requests
+        if total > MAX_STREAM_REQUESTS:
+            raise UserError(f"--warmup + --requests (+ a tail of {self.tail_requests}) come to "
+                            f"{total:,} requests, more than the {MAX_STREAM_REQUESTS:,} one run "
+                            f"can hold in memory")
+        integer("--seed", self.seed, 0, _MAX_SEED)
+        integer("--levels", self.num_levels, 1, _MAX_LEVELS)
+        for flag, value in (("--tp", self.tp), ("--ep", self.ep), ("--sp", self.sp)):
+            if value is not None:
+                integer(flag, value, 1, MAX_DEGREE)
+        if self.servers is not None:
+            integer("--servers", self.servers, 1, _MAX_SERVERS)
+        if self.prefill_instances is not None:
+            integer("--prefill-instances", self.prefill_instances, 1, _MAX_SERVERS * 8)
+        for flag, value in (("--ring-channels", self.ring_channels),
+                            ("--kv-connections", self.kv_connections)):
+            if value is not None:
+                integer(flag, value, 1, _MAX_CONNECTIONS)
+        integer("--max-batched-tokens", self.serving.max_batched_tokens, 1,
+                MAX_BATCHED_TOKENS)
+        integer("--reuse-lookahead", self.serving.reuse_lookahead_layers, 0, MAX_DEGREE)
+        TOPOLOGIES.get(self.scenario)
+        MODELS.get(self.model_name)
+        if self.trace is None:
+            WORKLOADS.get(self.workload)
+            if self.keep_timestamps:
+                raise UserError("--keep-timestamps replays a trace's arrival times: it needs "
+                                "--trace")
+        TRACE_FORMATS.get(self.trace_format)
+        if self.over_context not in OVER_CONTEXT:
+            raise UserError(f"--over-context must be one of {', '.join(OVER_CONTEXT)}, got "
+                            f"{self.over_context!r}")
 
     def options_for(self, scheduler: str) -> dict[str, str]:
         """The ``--policy-option`` settings addressed to ``scheduler``."""
@@ -100,7 +150,9 @@ class SimConfig:
     @property
     def parallelism(self) -> Parallelism:
         base = PAPER_PARALLELISM.get(self.model_name, Parallelism())
-        return Parallelism(tp=self.tp or base.tp, ep=self.ep or base.ep, sp=self.sp or base.sp)
+        return Parallelism(tp=base.tp if self.tp is None else self.tp,
+                           ep=base.ep if self.ep is None else self.ep,
+                           sp=base.sp if self.sp is None else self.sp)
 
     @property
     def tail_requests(self) -> int:

@@ -8,7 +8,7 @@ once and shared by all scheduler runs, so every scheduler sees exactly the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ..records import RunRecords
 from ..sim.serving import IsolatedTtft, Serving, SimCluster, SimStats, SloFn
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
+from ..validate import MAX_SIMULATED_S
 from ..workload.comm import CommModel, default_comm
 from ..workload.compute import ComputeModel
 from ..workload.deployment import build_deployment, kv_cache_tokens_per_unit
@@ -27,12 +28,17 @@ from ..workload.models import MODELS
 from ..workload.requests import Request, ideal_reuse_ratio, poisson_retime
 from ..workload.stages import StagePlanner
 from ..workload.synthetic import SessionTiming, generate, history_requests
-from ..workload.traces import read_trace
-from .config import SimConfig
+from ..workload.traces import TraceLimits, load_trace
+from .config import MAX_STREAM_REQUESTS, SimConfig
 
-__all__ = ["CONTENTION_FREE", "Prepared", "RunResult", "build_cluster", "comm_model",
-           "load_requests", "make_slo_fn", "prepare", "run", "run_contention_free",
-           "run_scheduler", "scheduler_names"]
+__all__ = ["CONTENTION_FREE", "MAX_ARRIVAL_SPAN_S", "Prepared", "RunResult", "Stream",
+           "build_cluster", "check_policy_options", "comm_model", "load_requests",
+           "make_slo_fn", "prepare", "resolved", "run", "run_contention_free", "run_scheduler",
+           "scheduler_names", "slo_rule", "topology_config"]
+
+# Arrivals get the first half of the time the simulator's clock resolves in nanosecond steps
+# (mfsched.validate.MAX_SIMULATED_S), the drain after the last arrival the rest.
+MAX_ARRIVAL_SPAN_S = MAX_SIMULATED_S / 2
 
 # The analysis reference: fair sharing with every flow as if alone on its path. Not a
 # scheduler and not a strict bound (batching reacts to faster batches), but it shows what
@@ -65,6 +71,7 @@ class RunResult:
             "workload": c.trace or c.workload,
             "rate_per_gpu": c.rate_per_gpu,
             "seed": c.seed,
+            "slo_rule": slo_rule(c),
             "requests_evaluated": s.requests_evaluated,
             "slo_attainment": s.slo_attainment,
             "ttft_mean_s": s.ttft_mean_s,
@@ -95,15 +102,36 @@ def scheduler_names(spec: str) -> list[str]:
     return names
 
 
-def build_cluster(cfg: SimConfig) -> SimCluster:
-    topo_cls = TOPOLOGIES.get(cfg.scenario)
+def check_policy_options(cfg: SimConfig, schedulers: Sequence[str]) -> None:
+    """Refuse ``--policy-option`` settings that would fail later or be silently ignored: a
+    malformed item, an unknown scheduler (a typo), a scheduler this run does not include, an
+    unknown key or a value its config refuses."""
+    cfg.options_for("")  # the SCHEDULER.KEY=VALUE form of every item
+    for item in cfg.policy_options:
+        target = item.partition(".")[0].strip().lower()
+        if target not in SCHEDULERS:
+            raise UserError(f"--policy-option {item!r}: unknown scheduler {target!r}; known: "
+                            f"{', '.join(SCHEDULERS.names())}")
+        if target not in schedulers:
+            raise UserError(f"--policy-option {item!r}: scheduler {target!r} is not part of "
+                            f"this run (--scheduler {','.join(schedulers)})")
+    for name in schedulers:
+        make_policy(name, cfg.num_levels, cfg.options_for(name))
+
+
+def topology_config(cfg: SimConfig):
+    """The scenario's topology config (``TestbedConfig``, ``FatTreeConfig``) with the
+    config's overrides."""
     overrides = {}
     if cfg.servers is not None:
         overrides["servers"] = cfg.servers
     if cfg.nic_gbps is not None:
         overrides["nic_bps"] = gbps(cfg.nic_gbps)
-    topo_cfg = topo_cls(**overrides)
-    topology = build_topology(topo_cfg)
+    return TOPOLOGIES.get(cfg.scenario)(**overrides)
+
+
+def build_cluster(cfg: SimConfig) -> SimCluster:
+    topology = build_topology(topology_config(cfg))
     if cfg.bandwidth_scale != 1.0:
         topology = scale_bandwidth(topology, cfg.bandwidth_scale)
     model = MODELS.get(cfg.model_name)
@@ -136,29 +164,68 @@ def session_timing(cfg: SimConfig, cluster: SimCluster) -> SessionTiming:
     return SessionTiming(cfg.rate_per_gpu * d.prefill_gpus, per_token)
 
 
-def load_requests(cfg: SimConfig, cluster: SimCluster) -> tuple[list[Request], int, int,
-                                                          list[Request]]:
-    """The request stream, how many are warm-up and evaluated, and the history that warms the
-    prefix caches first (synthetic workloads: the sessions' earlier turns, see
-    :func:`mfsched.workload.synthetic.history_requests`; traces: none)."""
+@dataclass(frozen=True)
+class Stream:
+    """The requests of a run: ``warmup`` of them first, then ``evaluated`` ones, then a tail;
+    ``history`` warms the prefix caches before (synthetic workloads: the sessions' earlier
+    turns, see :func:`mfsched.workload.synthetic.history_requests`; traces: none);
+    ``dropped_lines`` are the trace lines of requests longer than the model's context that
+    ``--over-context drop`` left out."""
+
+    requests: list[Request]
+    warmup: int
+    evaluated: int
+    history: list[Request]
+    dropped_lines: tuple[int, ...] = ()
+
+
+def load_requests(cfg: SimConfig, cluster: SimCluster) -> Stream:
+    """The request stream of ``cfg``, checked against what the cluster's model can serve
+    (context window) and what the simulator's clock resolves (arrival span)."""
     gen_seed, arrival_seed = np.random.SeedSequence(cfg.seed).spawn(2)
     wanted = cfg.warmup + cfg.requests + cfg.tail_requests
+    model = cluster.deployment.model
     history: list[Request] = []
+    dropped: tuple[int, ...] = ()
     if cfg.trace is not None:
-        requests = read_trace(cfg.trace, cfg.trace_format, limit=wanted)
+        limits = TraceLimits(model.max_context_tokens, model.name, cfg.over_context == "drop",
+                             MAX_ARRIVAL_SPAN_S if cfg.keep_timestamps else None)
+        trace = load_trace(cfg.trace, cfg.trace_format, wanted, limits)
+        requests, dropped = trace.requests, trace.dropped_lines
         if len(requests) <= cfg.warmup:
-            raise UserError(f"the trace has {len(requests)} requests, not more than the "
-                            f"{cfg.warmup} warm-up requests", where=cfg.trace)
+            raise UserError(f"the trace has {len(requests)} requests"
+                            f"{' that fit the context window' if dropped else ''}, not more "
+                            f"than the {cfg.warmup} warm-up requests (--warmup)",
+                            where=cfg.trace)
     else:
         timing = session_timing(cfg, cluster)
         burn = history_requests(cfg.workload, timing)
-        stream = generate(cfg.workload, burn + wanted, np.random.default_rng(gen_seed), timing)
+        if burn + wanted > MAX_STREAM_REQUESTS:
+            raise UserError(f"--rate {cfg.rate_per_gpu:g}: at {timing.rate_per_s:g} requests/s "
+                            f"the {cfg.workload} workload's sessions need {burn:,} requests of "
+                            f"history before the run's {wanted:,}, more than the "
+                            f"{MAX_STREAM_REQUESTS:,} one run can hold; lower --rate")
+        stream = generate(cfg.workload, burn + wanted, np.random.default_rng(gen_seed), timing,
+                          model.max_context_tokens)
         history, requests = stream[:burn], stream[burn:]
     evaluated = min(cfg.requests, len(requests) - cfg.warmup)
     if not cfg.keep_timestamps:
         rate = cfg.rate_per_gpu * cluster.deployment.prefill_gpus
         requests = poisson_retime(requests, rate, np.random.default_rng(arrival_seed))
-    return requests, cfg.warmup, evaluated, history
+        if requests[-1].arrival_s > MAX_ARRIVAL_SPAN_S:
+            raise UserError(f"--rate {cfg.rate_per_gpu:g}: {len(requests):,} requests at "
+                            f"{rate:.3g} requests/s arrive over {requests[-1].arrival_s:.3g} s, "
+                            f"more than the {MAX_ARRIVAL_SPAN_S:.3g} s the simulator resolves "
+                            f"in nanosecond steps; raise --rate or lower --requests")
+    return Stream(requests, cfg.warmup, evaluated, history, dropped)
+
+
+def slo_rule(cfg: SimConfig) -> str:
+    """The TTFT SLO of ``cfg`` in words (tables and config.json say what the run assumed)."""
+    if cfg.slo_s is not None:
+        return f"TTFT <= {cfg.slo_s:g} s (--slo)"
+    return (f"TTFT <= {cfg.slo_scale:g} x the request's TTFT alone on the idle cluster "
+            f"(--slo-scale)")
 
 
 def make_slo_fn(cfg: SimConfig, cluster: SimCluster) -> SloFn:
@@ -194,6 +261,7 @@ class Prepared:
     evaluated: int
     slo_fn: SloFn
     history: list[Request]  # served before the run: only warms the prefix caches
+    dropped_lines: tuple[int, ...] = ()  # trace lines dropped for the context (Stream)
 
     @property
     def ideal_reuse(self) -> float:
@@ -204,12 +272,44 @@ class Prepared:
         return ideal_reuse_ratio(self.requests[self.warmup:self.warmup + self.evaluated], seen)
 
 
+def resolved(p: Prepared, schedulers: Sequence[str] = ()) -> dict:
+    """Every value the run resolved from its config and the scenario's defaults, as JSON
+    (config.json): cluster, deployment, network model, request counts, SLO rule and the
+    settings of each scheduler's policy."""
+    cfg, c = p.config, p.cluster
+    d = c.deployment
+    topo = topology_config(cfg)
+    return {
+        "model": cfg.model_name,
+        "max_context_tokens": d.model.max_context_tokens,
+        "parallelism": asdict(cfg.parallelism),
+        "topology": asdict(topo),
+        "gpus": c.topology.num_gpus,
+        "prefill_instances": len(d.instances),
+        "decode_instances": len(d.instances),
+        "prefill_gpus": d.prefill_gpus,
+        "prefill_units": len(d.units),
+        "kv_cache_tokens_per_unit": c.kv_cache_tokens_per_unit,
+        "comm": asdict(c.planner.comm),
+        "serving": asdict(c.serving),
+        "arrival_rate_per_s": cfg.rate_per_gpu * d.prefill_gpus,
+        "requests": {"history": len(p.history), "warmup": p.warmup, "evaluated": p.evaluated,
+                     "tail": len(p.requests) - p.warmup - p.evaluated,
+                     "dropped_over_context": len(p.dropped_lines)},
+        "slo": slo_rule(cfg),
+        "tail": cfg.tail_requests,
+        "policies": {name: asdict(make_policy(name, cfg.num_levels,
+                                              cfg.options_for(name)).config)
+                     for name in schedulers},
+    }
+
+
 def prepare(cfg: SimConfig) -> Prepared:
     """Build the cluster and the request stream; raises UserError for bad input."""
     cluster = build_cluster(cfg)
-    requests, warmup, evaluated, history = load_requests(cfg, cluster)
-    return Prepared(cfg, cluster, requests, warmup, evaluated, make_slo_fn(cfg, cluster),
-                    history)
+    s = load_requests(cfg, cluster)
+    return Prepared(cfg, cluster, s.requests, s.warmup, s.evaluated, make_slo_fn(cfg, cluster),
+                    s.history, s.dropped_lines)
 
 
 def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult:

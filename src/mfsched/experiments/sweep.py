@@ -1,20 +1,23 @@
 """Parameter sweeps: every combination of workloads, rates, bandwidth scales and seeds, each run
 under every requested scheduler (the same requests for all of them).
 
-Called by ``mfsched sweep``. Each combination is one job; ``jobs > 1`` runs combinations in
-parallel processes (one machine; Ray would be the tool beyond one). A job can add the
-*contention-free reference* (:func:`mfsched.experiments.runner.run_contention_free`).
+Called by ``mfsched sweep``. Each combination is one :class:`~mfsched.experiments.points.Point`
+(optionally with the contention-free reference), run by the executors of
+:mod:`mfsched.experiments.executors`, the same mechanism as ``mfsched reproduce``: local processes
+(``jobs``) or Ray.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
+from ..metrics import SustainableRate, sustainable_rate
 from .config import SimConfig
-from .runner import CONTENTION_FREE, RunResult, prepare, run, run_contention_free
+from .executors import execute
+from .points import Point, run_point
+from .runner import CONTENTION_FREE
 
 __all__ = ["CONTENTION_FREE", "SustainableRate", "SweepSpec", "attainment_table",
            "markdown_tables", "run_sweep", "sustainable_rates"]
@@ -35,39 +38,28 @@ class SweepSpec:
                 for w, b, r, s in itertools.product(self.workloads, self.bandwidth_scales,
                                                     self.rates, self.seeds)]
 
-
-def _run_job(args: tuple[SimConfig, tuple[str, ...], bool]) -> list[dict]:
-    cfg, schedulers, reference = args
-    prepared = prepare(cfg)
-    results = run(prepared, schedulers)
-    if reference:
-        results.append(run_contention_free(prepared))
-    return [_row(r) for r in results]
-
-
-def _row(result: RunResult) -> dict:
-    row = result.to_json()
-    row["bandwidth_scale"] = result.config.bandwidth_scale
-    return row
+    def points(self) -> list[Point]:
+        return [Point(str(i), cfg, self.schedulers, self.contention_free_reference)
+                for i, cfg in enumerate(self.configs())]
 
 
 def run_sweep(spec: SweepSpec, jobs: int = 1,
-              on_job: Callable[[int, int], None] | None = None) -> list[dict]:
+              on_job: Callable[[int, int], None] | None = None, *,
+              executor: str = "process", address: str | None = None) -> list[dict]:
     """All rows (one per configuration and scheduler), in configuration order."""
-    work = [(cfg, spec.schedulers, spec.contention_free_reference) for cfg in spec.configs()]
-    rows: list[dict] = []
-    if jobs <= 1:
-        for i, item in enumerate(work):
-            rows.extend(_run_job(item))
-            if on_job:
-                on_job(i + 1, len(work))
-        return rows
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for i, part in enumerate(pool.map(_run_job, work)):
-            rows.extend(part)
-            if on_job:
-                on_job(i + 1, len(work))
-    return rows
+    points = spec.points()
+    parts: list[tuple[dict, ...]] = [()] * len(points)
+    done = 0
+
+    def keep(i: int, result) -> None:
+        nonlocal done
+        parts[i] = result.rows
+        done += 1
+        if on_job:
+            on_job(done, len(points))
+
+    execute(run_point, points, executor=executor, jobs=jobs, address=address, on_result=keep)
+    return [row for part in parts for row in part]
 
 
 def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, float]]]:
@@ -82,8 +74,10 @@ def attainment_table(rows: Sequence[dict]) -> dict[tuple, dict[float, dict[str, 
 
 
 def markdown_tables(rows: Sequence[dict]) -> str:
-    """The attainment tables as Markdown (one per workload and bandwidth scale), with the
-    best real scheduler in bold and MFS's ratio to the best and the worst baseline."""
+    """The attainment tables as Markdown (one per workload and bandwidth scale), in percent
+    like every table of the CLI, with the best real scheduler in bold (the oracle and the
+    contention-free reference are never marked) and MFS's ratio to the best and the worst
+    baseline."""
     out = []
     for (wl, bw), per_rate in attainment_table(rows).items():
         cols = list(dict.fromkeys(s for per in per_rate.values() for s in per))
@@ -97,10 +91,10 @@ def markdown_tables(rows: Sequence[dict]) -> str:
                    "mfs / worst baseline |")
         out.append("|---:|" + "---:|" * (len(cols) + 2))
         for rate, per in sorted(per_rate.items()):
-            real = {c: v for c, v in per.items() if c != CONTENTION_FREE}
-            best = max(real.values())
-            cells = [f"**{per[c]:.3f}**" if c in real and per[c] == best else f"{per[c]:.3f}"
-                     for c in cols]
+            real = {c: v for c, v in per.items() if c not in ("oracle", CONTENTION_FREE)}
+            best = max(real.values(), default=None)
+            cells = [f"**{per[c]:.1%}**" if c in real and per[c] == best else
+                     f"{per[c]:.1%}" if c in per else "-" for c in cols]
             ratios = [_ratio(per.get("mfs"), f([per[c] for c in baselines]))
                       for f in (max, min)] if "mfs" in per and baselines else ["", ""]
             out.append(f"| {rate:g} | " + " | ".join(cells) + f" | {ratios[0]} | {ratios[1]} |")
@@ -116,25 +110,10 @@ def _ratio(a: float | None, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-@dataclass(frozen=True, slots=True)
-class SustainableRate:
-    """The highest rate (requests/s per prefill GPU) at which a scheduler still meets the SLO
-    of ``threshold`` of the requests; ``bound`` is "" for a crossing found between two swept
-    rates, ">=" if it never fell below (the highest rate swept), "<" if it was below at the
-    lowest one (then ``rate`` is that lowest rate)."""
-
-    rate: float
-    bound: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.bound}{self.rate:.3g}"
-
-
 def sustainable_rates(rows: Sequence[dict], threshold: float = 0.5
                       ) -> dict[tuple, dict[str, SustainableRate]]:
-    """(workload, bandwidth scale) -> scheduler -> sustainable rate: where the attainment
-    (mean over seeds) first falls below ``threshold`` as the rate grows, interpolated linearly
-    between the two swept rates around the crossing."""
+    """(workload, bandwidth scale) -> scheduler -> sustainable rate
+    (:func:`mfsched.metrics.sustainable_rate` of the attainment, mean over seeds)."""
     out: dict[tuple, dict[str, SustainableRate]] = {}
     for key, per_rate in attainment_table(rows).items():
         rates = sorted(per_rate)
@@ -142,12 +121,5 @@ def sustainable_rates(rows: Sequence[dict], threshold: float = 0.5
         res = out.setdefault(key, {})
         for s in scheds:
             points = [(r, per_rate[r][s]) for r in rates if s in per_rate[r]]
-            if points[0][1] < threshold:
-                res[s] = SustainableRate(points[0][0], "<")
-                continue
-            res[s] = SustainableRate(points[-1][0], ">=")
-            for (r0, a0), (r1, a1) in itertools.pairwise(points):
-                if a1 < threshold <= a0:
-                    res[s] = SustainableRate(r0 + (a0 - threshold) / (a0 - a1) * (r1 - r0))
-                    break
+            res[s] = sustainable_rate([r for r, _ in points], [a for _, a in points], threshold)
     return out

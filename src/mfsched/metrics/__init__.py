@@ -1,5 +1,14 @@
-"""Pure functions from run records to summaries. Called by the runner and the CLI."""
+"""Pure functions from run records to summaries. Called by the runner, the CLI, the sweep
+points (per-item breakdowns), the sweep tables and the report (sustainable rate)."""
 
-from .summarize import Summary, summarize
+from .summarize import (
+    Summary,
+    SustainableRate,
+    request_earliness,
+    stage2_cct_per_layer,
+    summarize,
+    sustainable_rate,
+)
 
-__all__ = ["Summary", "summarize"]
+__all__ = ["Summary", "SustainableRate", "request_earliness", "stage2_cct_per_layer",
+           "summarize", "sustainable_rate"]

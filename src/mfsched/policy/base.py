@@ -10,6 +10,7 @@ policy never sees a flow of an unknown batch, nor a request forgotten while its 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -119,6 +120,8 @@ def parse_options(config_cls: type[PolicyConfig], num_levels: int,
         except ValueError:
             raise UserError(f"option {key}: cannot read {text!r} as "
                             f"{type(current).__name__}") from None
+        if isinstance(changes[name], float) and not math.isfinite(changes[name]):
+            raise UserError(f"option {key}: must be a finite number, got {text!r}")
     try:
         return replace(config, **changes)
     except ValueError as e:

@@ -15,10 +15,11 @@ Sizes are the flow's largest member (what a switch sees of one transfer).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
-from .types import Decision, FlowInfo, Priority, ProgressView
+from .types import MAX_RANK, Decision, FlowInfo, Priority, ProgressView
 
 __all__ = ["EDF", "PIAS", "SJF", "Karuna", "SizeThresholdConfig", "size_level"]
 
@@ -28,7 +29,7 @@ _NS = 1e-9
 
 def _size_rank(size_bytes: float) -> int:
     """A sortable integer for a size (64-byte units), ties stay ties."""
-    return int(size_bytes) >> 6
+    return min(MAX_RANK, int(size_bytes) >> 6)
 
 
 def size_level(size_bytes: float, thresholds: tuple[float, ...]) -> int:
@@ -50,6 +51,13 @@ class SizeThresholdConfig(PolicyConfig):
     def __post_init__(self) -> None:
         if self.first_threshold_bytes <= 0 or self.ratio <= 1 or self.refresh_s <= 0:
             raise ValueError("need first_threshold_bytes > 0, ratio > 1 and refresh_s > 0")
+        try:  # the largest threshold a policy with num_levels levels uses
+            top = self.first_threshold_bytes * self.ratio ** max(0, self.num_levels - 2)
+        except OverflowError:
+            top = float("inf")
+        if not math.isfinite(top):
+            raise ValueError(f"size thresholds overflow: first_threshold_bytes x ratio^"
+                             f"{max(0, self.num_levels - 2)} is not a finite number")
 
     def thresholds(self, levels: int) -> tuple[float, ...]:
         return tuple(self.first_threshold_bytes * self.ratio ** j for j in range(levels - 1))
@@ -91,7 +99,7 @@ class EDF(_NewFlows):
     def priority(self, flow: FlowInfo) -> Priority:
         if flow.deadline_s is None:
             return Priority(1, 0)
-        return Priority(0, max(0, int(flow.deadline_s * 1e6)))
+        return Priority(0, min(MAX_RANK, max(0, int(flow.deadline_s * 1e6))))
 
 
 @SCHEDULERS.register("karuna", help="Karuna: minimal-rate deadline flows on top, the rest in "

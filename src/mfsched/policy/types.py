@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "MAX_RANK",
+    "RANK_BITS",
     "BatchInfo",
     "Decision",
     "FlowInfo",
@@ -33,11 +35,19 @@ class Stage(IntEnum):
     P2D = 3  # layer-wise prefill-to-decode KV transfer; blocks nothing, counts in TTFT
 
 
+# Drivers pack (level, rank) into one 64-bit integer (mfsched.sim.allocation.priority_key):
+# ranks are 0..MAX_RANK, a deadline in microseconds up to 101 days (the simulator's clock stops
+# at 97, mfsched.validate.MAX_SIMULATED_S), levels below 2**20.
+RANK_BITS = 43
+MAX_RANK = (1 << RANK_BITS) - 1
+
+
 class Priority(NamedTuple):
     """Where a flow sits: strict priority by ``level`` (0 is highest), then by ``rank``.
 
     Flows with equal (level, rank) share bandwidth max-min fairly. ``rank`` lets a policy order
     flows inside one hardware level in software (e.g. MFS's RED order); most policies leave 0.
+    Ranks are 0..``MAX_RANK``.
     """
 
     level: int

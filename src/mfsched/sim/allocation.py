@@ -33,17 +33,24 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from ..policy.types import MAX_RANK, RANK_BITS
 
-__all__ = ["allocate", "allocate_rows", "link_loads", "priority_key"]
+__all__ = ["allocate", "allocate_rows", "allocate_subset", "link_loads", "priority_key"]
 
 _REL_TOL = 1e-9
+# How far below the links' bound a cap must lie for a step to skip the link scans: far more
+# than the rounding of the quantities compared (1e-16 relative per operation).
+_BOUND_MARGIN = 1e-9
 _INF = float("inf")  # a float literal: numba reads np.inf through a slow global lookup
-_RANK_BITS = 40  # ranks below 2**40; levels below 2**23
+_MAX_LEVEL = (1 << (63 - RANK_BITS)) - 1
 
 
 def priority_key(level: int, rank: int) -> int:
     """Strict order of (level, rank) as one integer (level first)."""
-    return (level << _RANK_BITS) + rank
+    if not (0 <= rank <= MAX_RANK and 0 <= level <= _MAX_LEVEL):
+        raise ValueError(f"priority ({level}, {rank}) out of range: levels 0..{_MAX_LEVEL}, "
+                         f"ranks 0..{MAX_RANK}")
+    return (level << RANK_BITS) + rank
 
 
 def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarray,
@@ -81,14 +88,24 @@ def allocate_rows(capacity, links, weights, nlinks, keys, caps, shares, n, rates
 
     (Writing into the caller's array rather than returning one keeps the call cheap.)
     """
-    for f in range(n):
+    allocate_subset(capacity, capacity.copy(), np.arange(n), links, weights, nlinks, keys, caps,
+                    shares, rates)
+
+
+@njit
+def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps, shares,
+                    rates):
+    """:func:`allocate_rows` for the flows in ``rows`` only, on ``residual`` capacity (updated
+    in place): what the other flows leave (:mod:`mfsched.sim.network` reserves paced flows'
+    rates before it fills the rest)."""
+    n = len(rows)
+    for f in rows:
         rates[f] = 0.0
     if n == 0:
         return
-    residual = capacity.copy()
     local_of = np.full(len(capacity), -1, dtype=np.int64)
-    frozen = np.zeros(n, dtype=np.bool_)
-    order = np.argsort(keys[:n], kind="mergesort")
+    frozen = np.zeros(len(keys), dtype=np.bool_)
+    order = rows[np.argsort(keys[rows], kind="mergesort")]
     i = 0
     while i < n:
         key = keys[order[i]]
@@ -154,7 +171,28 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     cap_ptr = 0
     left = n_members
     level = 0.0
+    # A lower bound on the level at which any link of the class would saturate or reach the
+    # freezing tolerance: min over links with demand of (residual - tol x capacity) / demand,
+    # as of the last full step. Freezing flows at a level below a link's bound only raises it,
+    # so the bound stays valid; while the next cap lies clearly below it, the step is a pure
+    # cap step (no link can be the best or within tolerance) and the two scans over the
+    # class's links would change nothing: the step then costs O(1), with the same arithmetic.
+    bound = -_INF
     while left > 0:
+        while cap_ptr < n_capped and frozen[capped[cap_ptr]]:
+            cap_ptr += 1
+        if cap_ptr < n_capped:
+            f = capped[cap_ptr]
+            if bound > 0.0 and caps[f] / shares[f] < bound * (1.0 - _BOUND_MARGIN):
+                best = max(caps[f] / shares[f] - level, 0.0)
+                level += best
+                left -= _freeze(f, level, frozen, rates, residual, demand, local_of, links,
+                                weights, nlinks, shares)
+                frozen_caps, cap_ptr = _freeze_capped(capped, cap_ptr, n_capped, level, frozen,
+                                                      rates, residual, demand, local_of, links,
+                                                      weights, nlinks, caps, shares)
+                left -= frozen_caps
+                continue
         best = _INF
         best_loc = -1
         for loc in range(n_local):
@@ -177,14 +215,11 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         if best_cap >= 0:
             left -= _freeze(best_cap, level, frozen, rates, residual, demand, local_of,
                             links, weights, nlinks, shares)
-        while cap_ptr < n_capped:
-            f = capped[cap_ptr]
-            if not frozen[f]:
-                if caps[f] / shares[f] - level > _REL_TOL * caps[f] / shares[f]:
-                    break
-                left -= _freeze(f, level, frozen, rates, residual, demand, local_of, links,
-                                weights, nlinks, shares)
-            cap_ptr += 1
+        frozen_caps, cap_ptr = _freeze_capped(capped, cap_ptr, n_capped, level, frozen, rates,
+                                              residual, demand, local_of, links, weights, nlinks,
+                                              caps, shares)
+        left -= frozen_caps
+        bound = _INF
         for loc in range(n_local):
             if demand[loc] > 1e-12 and (loc == best_loc or residual[glob[loc]]
                                         - level * demand[loc] <= _REL_TOL * capacity[glob[loc]]):
@@ -193,8 +228,30 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                     if not frozen[f]:
                         left -= _freeze(f, level, frozen, rates, residual, demand, local_of,
                                         links, weights, nlinks, shares)
+            if demand[loc] > 1e-12:
+                g = glob[loc]
+                b = (residual[g] - _REL_TOL * capacity[g]) / demand[loc]
+                if b < bound:
+                    bound = b
     for loc in range(n_local):
         local_of[glob[loc]] = -1
+
+
+@njit
+def _freeze_capped(capped, cap_ptr, n_capped, level, frozen, rates, residual, demand, local_of,
+                   links, weights, nlinks, caps, shares):
+    """Freeze the capped flows from ``cap_ptr`` on whose cap is within tolerance of ``level``;
+    returns how many froze and where the pointer stops."""
+    count = 0
+    while cap_ptr < n_capped:
+        f = capped[cap_ptr]
+        if not frozen[f]:
+            if caps[f] / shares[f] - level > _REL_TOL * caps[f] / shares[f]:
+                break
+            count += _freeze(f, level, frozen, rates, residual, demand, local_of, links,
+                             weights, nlinks, shares)
+        cap_ptr += 1
+    return count, cap_ptr
 
 
 @njit

@@ -15,6 +15,23 @@ told before it is asked.
 The public methods used by :class:`~mfsched.sim.serving.Serving` (``now_s``, ``schedule``,
 ``new_flow_id``, ``submit``, the notifications, ``run`` and the counters) are the contract a
 wall-clock engine implements to run the same serving logic over real transports.
+
+No run hangs: two bounds derived from the inputs stop it with
+:class:`~mfsched.errors.SimulationStuck` naming the slowest flow in flight (the world adds the
+oldest unfinished request).
+
+* **Simulated time** may not pass the latest arrival or flow deadline seen, plus
+  ``DRAIN_FACTOR`` x the serial work submitted so far (every compute step, and every flow
+  alone on its slowest link, one after another), plus ``DRAIN_SLACK_S``; nor the time the
+  clock resolves in nanosecond steps (:data:`mfsched.validate.MAX_SIMULATED_S`). A
+  work-conserving cluster drains its work faster than one server doing it serially; the
+  factor is headroom for what the serial sum does not see (flows paced to their deadlines).
+* **Events**: every event either does work (an arrival, a compute step, a flow completion) or
+  not (a policy wake-up, a network event that completes nothing, after rounding). Work events
+  are bounded by the work; events without work may come at most ``IDLE_EVENTS`` in a row, or
+  one per ``MIN_IDLE_PERIOD_S`` of simulated time since the last work (a policy refreshing
+  every millisecond while a long flow runs is fine; a clock that no longer advances, or a
+  policy that wakes itself at the same instant, is not).
 """
 
 from __future__ import annotations
@@ -26,15 +43,22 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SimulationStuck
 from ..policy.base import Policy
 from ..policy.driver import PolicyDriver
-from ..policy.types import BatchInfo, FlowInfo, RequestInfo
+from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
+from ..validate import MAX_SIMULATED_S
 from .network import FluidNetwork
 from .transfer import Transfer
 
-__all__ = ["Engine", "EventKind", "FlowRecordRow"]
+__all__ = ["DRAIN_FACTOR", "DRAIN_SLACK_S", "IDLE_EVENTS", "MIN_IDLE_PERIOD_S", "Engine",
+           "EventKind", "FlowRecordRow"]
 
 _INF = float("inf")
+DRAIN_FACTOR = 10.0
+DRAIN_SLACK_S = 1.0
+IDLE_EVENTS = 10_000
+MIN_IDLE_PERIOD_S = 1e-6
 
 
 class EventKind(IntEnum):
@@ -74,6 +98,12 @@ class Engine:
         self._wake_version = 0
         self._wake_s = _INF
         self._next_flow_id = 0
+        # the no-hang bounds (module docstring)
+        self.work_s = 0.0  # serial work submitted so far
+        self._horizon_s = 0.0  # latest arrival or flow deadline seen
+        self._time_limit_s = DRAIN_SLACK_S
+        self._idle = 0  # events without work since the last work
+        self._idle_since_s = 0.0
         # the Enforcer side: straight to the network, no wrapper on the hot path
         self.apply_priority = self.network.set_priority
         self.apply_rate_cap = self.network.set_rate_cap
@@ -99,6 +129,17 @@ class Engine:
             raise ValueError(f"cannot schedule in the past ({time_s} < {self.now_s})")
         self._seq += 1
         heapq.heappush(self._heap, (time_s, int(kind), self._seq, payload))
+        if kind == EventKind.COMPUTE:
+            self._bound(time_s - self.now_s, 0.0)
+        elif kind == EventKind.ARRIVAL:
+            self._bound(0.0, time_s)
+
+    def _bound(self, work_s: float, horizon_s: float) -> None:
+        self.work_s += work_s
+        if horizon_s > self._horizon_s:
+            self._horizon_s = horizon_s
+        self._time_limit_s = min(MAX_SIMULATED_S, self._horizon_s + DRAIN_FACTOR * self.work_s
+                                 + DRAIN_SLACK_S)
 
     def new_flow_id(self) -> int:
         self._next_flow_id += 1
@@ -132,6 +173,9 @@ class Engine:
         self.network.add(info.flow_id, transfer.links, transfer.weights, info.size_bytes,
                          share=transfer.share)
         self.submitted_bytes += info.size_bytes
+        # alone, the flow moves all its members' bytes over its slowest link at most
+        self._bound(8.0 * info.total_bytes / info.bottleneck_bps,
+                    0.0 if info.deadline_s is None else info.deadline_s)
 
     # --- the Enforcer protocol (apply_priority / apply_rate_cap are bound in __init__) --------
 
@@ -171,11 +215,21 @@ class Engine:
             if kind == _FLOWS:
                 if payload != self._net_version:
                     continue
+            elif kind == _WAKE and payload != self._wake_version:
+                continue
+            if t > self._time_limit_s:
+                self._stuck_in_time(t)
+            if kind == _FLOWS:
                 self.now_s = t
                 self.events += 1
-                self._complete_flows(network.advance_and_pop(t))
-                continue
-            if kind == _WAKE and payload != self._wake_version:
+                done = network.advance_and_pop(t)
+                if done:
+                    self._complete_flows(done)
+                    self._idle = 0
+                    self._idle_since_s = t
+                else:
+                    network.dirty = True  # rounding: reallocate and reschedule
+                    self._idle_event()
                 continue
             if t > self.now_s:
                 network.advance(t)
@@ -184,13 +238,49 @@ class Engine:
             if kind == _WAKE:
                 self._wake_s = _INF
                 driver.wake()
+                self._idle_event()
             else:
                 dispatch(kind, payload)
+                self._idle = 0
+                self._idle_since_s = t
+
+    def _idle_event(self) -> None:
+        self._idle += 1
+        if (self._idle > IDLE_EVENTS
+                and self._idle > (self.now_s - self._idle_since_s) / MIN_IDLE_PERIOD_S):
+            raise SimulationStuck(
+                f"{self._idle:,} events in a row did no work (no arrival, compute step or flow "
+                f"completion) within {self.now_s - self._idle_since_s:.3g} s of simulated time, "
+                f"at t = {self.now_s:.9g} s; {self.slowest_flow()}")
+
+    def _stuck_in_time(self, t: float) -> None:
+        raise SimulationStuck(
+            f"simulated time would reach {t:.6g} s, past this run's bound of "
+            f"{self._time_limit_s:.6g} s (latest arrival or deadline {self._horizon_s:.6g} s "
+            f"+ {DRAIN_FACTOR:g} x {self.work_s:.6g} s of serial work + {DRAIN_SLACK_S:g} s, "
+            f"at most {MAX_SIMULATED_S:.6g} s); {self.slowest_flow()}")
+
+    def slowest_flow(self) -> str:
+        """The flow in flight that would take longest to finish at its current rate."""
+        flows = self.driver.flows
+        if not flows:
+            return "no flow in flight"
+
+        def left_s(fid: int) -> float:
+            rate = self.network.rate_bytes_per_s(fid)
+            return self.network.remaining_bytes(fid) / rate if rate > 0 else _INF
+
+        fid = max(flows, key=left_s)
+        info = flows[fid].info
+        rids = ",".join(map(str, info.request_ids[:4])) + (
+            ",..." if len(info.request_ids) > 4 else "")
+        return (f"slowest flow in flight: flow {fid} ({Stage(info.stage).name} of batch "
+                f"{info.batch_id}, layer {info.layer}, request {rids}), "
+                f"{self.network.remaining_bytes(fid):.4g} of {info.size_bytes:.4g} bytes left "
+                f"at {self.network.rate_bytes_per_s(fid):.4g} B/s, submitted at "
+                f"{info.submit_s:.6g} s")
 
     def _complete_flows(self, done: list[int]) -> None:
-        if not done:
-            self.network.dirty = True  # rounding: reallocate and reschedule
-            return
         driver = self.driver
         for fid in done:
             live = driver.complete(fid, self.now_s)

@@ -11,6 +11,18 @@ that the two agree on small cases.
 
 Flows live in dense slot rows (swap-remove), so a reallocation hands the arrays to the kernel
 without copying; per-slot scalars are packed in two arrays to keep the compiled calls cheap.
+
+**Paced flows.** A flow with a rate cap (Karuna paces its deadline flows at the top level)
+whose class lies above every uncapped flow gets exactly its cap as long as no link is
+overbooked by such caps: progressive filling then freezes each at its cap before any link
+fills. The network keeps the capped flows' load per link up to date as caps are set, changed
+and removed (exact fixed-point sums), and a reallocation then fills only the uncapped flows on
+what the paced ones leave, instead of re-sorting thousands of paced flows at every event
+(the cost that made Karuna at the paper's scale 10-50x slower than the other schedulers;
+``docs/design.md`` section 8). Otherwise, and whenever some link is (nearly) overbooked by
+caps, the full filling runs over every flow. The two agree to rounding
+(``tests/test_network.py``): a paced flow's rate is its cap exactly here, the filling level
+times its share there.
 Owned by :class:`mfsched.sim.engine.Engine`, which advances the network between events, asks
 for the next completion time and pops completed flows.
 """
@@ -21,7 +33,7 @@ import numpy as np
 
 from .._jit import njit
 from ..policy.types import Priority
-from .allocation import allocate_rows, priority_key
+from .allocation import allocate_rows, allocate_subset, priority_key
 
 __all__ = ["FluidNetwork"]
 
@@ -33,6 +45,14 @@ _INF = float("inf")
 _NLINKS, _KEY = 0, 1
 _SIZE, _REMAINING, _RATE, _CAP, _SHARE = 0, 1, 2, 3, 4
 _NFLOATS = 5
+# Reserved (paced) load per link is kept in fixed point, in units of 2^-48 of the link's
+# capacity (3.6e-15), so that sums are exact whatever the order of additions and removals. A
+# contribution is clamped at the capacity (a flow alone at it overbooks the link anyway), so a
+# link holds 2^15 of them before int64 could overflow.
+_FX = float(2 ** 48)
+# A link whose reservations come within this share of its capacity is left to the full
+# progressive filling (where the paced flows may really compete).
+_RESERVE_SLACK = 1e-6
 
 
 class FluidNetwork:
@@ -54,6 +74,11 @@ class FluidNetwork:
         self._ints = np.zeros((2, 64), dtype=np.int64)
         self._floats = np.zeros((_NFLOATS, 64))
         self._done_buf = np.empty(64, dtype=np.int64)
+        self._paced = 0  # flows with a rate cap
+        # the paced flows' load per link, x _FX
+        self._reserved = np.zeros(len(self.capacity_bytes_per_s), dtype=np.int64)
+        self._rows_buf = np.empty(64, dtype=np.int64)
+        self._residual = np.empty(len(self.capacity_bytes_per_s))
 
     def _grow(self, slots: int, width: int) -> None:
         n = len(self._ids)
@@ -101,6 +126,10 @@ class FluidNetwork:
         fid = self._ids[i]
         if self._prio[i] is None:
             self._unset -= 1
+        if self._floats[_CAP, i] < _INF:
+            self._paced -= 1
+            _reserve(self._reserved, self.capacity_bytes_per_s, self._links, self._weights,
+                     self._ints, i, self._floats[_CAP, i], -1)
         if i != last:
             moved = self._ids[last]
             self._ids[i] = moved
@@ -124,8 +153,17 @@ class FluidNetwork:
     def set_rate_cap(self, flow_id: int, cap_bytes_per_s: float | None) -> None:
         """Limit the flow's (largest member's) rate; None removes the limit."""
         i = self._pos[flow_id]
-        cap = _INF if cap_bytes_per_s is None else cap_bytes_per_s
-        if self._floats[_CAP, i] != cap:
+        cap = _INF if cap_bytes_per_s is None else float(cap_bytes_per_s)
+        old = self._floats[_CAP, i]
+        if old != cap:
+            if old < _INF:
+                self._paced -= 1
+                _reserve(self._reserved, self.capacity_bytes_per_s, self._links, self._weights,
+                         self._ints, i, old, -1)
+            if cap < _INF:
+                self._paced += 1
+                _reserve(self._reserved, self.capacity_bytes_per_s, self._links, self._weights,
+                         self._ints, i, cap, 1)
             self._floats[_CAP, i] = cap
             self.dirty = True
 
@@ -170,14 +208,18 @@ class FluidNetwork:
             _alone_rates(self.capacity_bytes_per_s, self._links, self._weights, self._ints,
                          self._floats, n)
             return self.next_completion_s()
+        if self._paced:
+            if len(self._rows_buf) < n:
+                self._rows_buf = np.empty(2 * n, dtype=np.int64)
+            t_next = _reallocate_paced(self.capacity_bytes_per_s, self._reserved,
+                                       self._residual, self._rows_buf, self._links,
+                                       self._weights, self._ints, self._floats, n)
+        else:
+            t_next = _reallocate(self.capacity_bytes_per_s, self._links, self._weights,
+                                 self._ints, self._floats, n)
         if self.check_invariants:
-            allocate_rows(self.capacity_bytes_per_s, self._links, self._weights,
-                          self._ints[_NLINKS], self._ints[_KEY], self._floats[_CAP],
-                          self._floats[_SHARE], n, self._floats[_RATE])
             self._check()
-            return self.next_completion_s()
-        return self.now_s + _reallocate(self.capacity_bytes_per_s, self._links, self._weights,
-                                        self._ints, self._floats, n)
+        return self.now_s + t_next
 
     def link_loads(self) -> np.ndarray:
         """Bytes/s currently carried by each link."""
@@ -238,6 +280,52 @@ def _reallocate(capacity, links, weights, ints, floats, n):
     allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP],
                   floats[_SHARE], n, floats[_RATE])
     return _time_to_next(floats, n)
+
+
+@njit
+def _reallocate_paced(capacity, reserved, residual, rows, links, weights, ints, floats, n):
+    """:func:`_reallocate` with paced (capped) flows: if every capped flow's class lies above
+    every uncapped flow's and no link is (nearly) overbooked by caps, the capped flows get
+    their caps and the others are filled on what is left; otherwise the full filling."""
+    top_paced = -1
+    first_free = -1
+    m = 0
+    for i in range(n):
+        if floats[_CAP, i] < _INF:
+            if ints[_KEY, i] > top_paced:
+                top_paced = ints[_KEY, i]
+        else:
+            if first_free < 0 or ints[_KEY, i] < first_free:
+                first_free = ints[_KEY, i]
+            rows[m] = i
+            m += 1
+    ok = first_free < 0 or top_paced < first_free
+    if ok:
+        for g in range(len(capacity)):
+            share = reserved[g] / _FX
+            if share > 1.0 - _RESERVE_SLACK:
+                ok = False
+                break
+            residual[g] = capacity[g] - capacity[g] * share
+    if not ok:
+        return _reallocate(capacity, links, weights, ints, floats, n)
+    for i in range(n):
+        if floats[_CAP, i] < _INF:
+            floats[_RATE, i] = floats[_CAP, i]
+    allocate_subset(capacity, residual, rows[:m], links, weights, ints[_NLINKS], ints[_KEY],
+                    floats[_CAP], floats[_SHARE], floats[_RATE])
+    return _time_to_next(floats, n)
+
+
+@njit
+def _reserve(reserved, capacity, links, weights, ints, i, cap, sign):
+    """Add (``sign`` 1) or remove (-1) the load of slot ``i`` paced at ``cap`` on its links."""
+    for k in range(ints[_NLINKS, i]):
+        g = links[i, k]
+        share = cap * weights[i, k] / capacity[g]
+        if share > 1.0:
+            share = 1.0
+        reserved[g] += sign * np.int64(share * _FX + 0.5)
 
 
 @njit

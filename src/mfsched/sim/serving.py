@@ -18,7 +18,7 @@ Life of a request (all times simulated):
 Stage-1 fetches of a batch start at batch start for the first ``reuse_lookahead_layers`` layers
 (0 = all, like vLLM's ``start_load_kv``) and one more layer at each layer boundary.
 
-(About 540 lines, over the project's 400, for one reason: the life of a request above is one
+(About 570 lines, over the project's 400, for one reason: the life of a request above is one
 state machine over the same per-request and per-batch state; split by stage, each part would
 have to reach into the others' state. The cluster description, the SLO reference and the
 engine live elsewhere.)
@@ -34,6 +34,7 @@ from functools import partial
 
 import numpy as np
 
+from ..errors import SimulationStuck
 from ..policy.base import Policy
 from ..policy.fair import FairSharing
 from ..policy.types import BatchInfo, FlowInfo, RequestInfo, Stage
@@ -221,6 +222,8 @@ class Serving:
         self.next_batch_id = 0
         self.evaluated_done = 0
         self.completed = 0
+        self.window_done = 0  # completed among the warm-up and evaluated requests (progress)
+        self.open: dict[int, _RequestRun] = {}  # arrived, first token not out yet (arrival order)
         self.request_records: list[RequestRecord] = []
         self.collective_records: list[CollectiveRecord] = []
         self.batch_records: list[BatchRecord] = []
@@ -232,16 +235,34 @@ class Serving:
         started = time.perf_counter()
         if self.requests:
             self.engine.schedule(self.requests[0].arrival_s, EventKind.ARRIVAL, 0)
-        self.engine.run(self._dispatch, lambda: self.evaluated_done >= self.n_eval)
+        try:
+            self.engine.run(self._dispatch, lambda: self.evaluated_done >= self.n_eval)
+        except SimulationStuck as e:
+            raise SimulationStuck(f"{e}; {self._oldest_open()}") from None
         wall = time.perf_counter() - started
         unfinished = self.n_eval - self.evaluated_done
         if unfinished:
-            raise RuntimeError(f"{unfinished} evaluated requests never finished")
+            raise SimulationStuck(f"no event left, but {unfinished} evaluated requests never "
+                                  f"finished; {self._oldest_open()}")
         records = RunRecords(self.request_records, self.collective_records, self.batch_records,
                              self.engine.flow_records)
         stats = SimStats(self.engine.events, self.engine.now_s, wall,
                          self.engine.submitted_bytes, self.engine.network.delivered_bytes)
         return records, stats
+
+    def _oldest_open(self) -> str:
+        """The oldest request whose first token is not out yet, and where it is."""
+        if not self.open:
+            return "no request in progress"
+        r = next(iter(self.open.values()))
+        if r.remaining_new and not r.inflight_chunks:
+            where = f"{r.remaining_new} tokens queued on prefill unit {r.unit.unit_id}"
+        elif r.inflight_chunks:
+            where = f"computing in {r.inflight_chunks} batch(es) of instance {r.unit.instance_id}"
+        else:
+            where = f"waiting for {r.p2d_left} prefill-to-decode flows"
+        return (f"oldest unfinished request: {r.req.request_id} (arrived at "
+                f"{r.req.arrival_s:.6g} s, {r.req.input_tokens} tokens; {where})")
 
     def _dispatch(self, kind: EventKind, payload) -> None:
         if kind == EventKind.COMPUTE:
@@ -292,6 +313,7 @@ class Serving:
             self.caches.touch(route.remote_unit, req.block_hashes[: -(-reused // bt)])
         self.engine.request_arrived(RequestInfo(req.request_id, req.arrival_s, slo,
                                                 req.input_tokens))
+        self.open[req.request_id] = r
         self.queues[route.unit].append(r)
         self.pending[route.unit] += r.remaining_new
         if not self.busy[unit.instance_id]:
@@ -516,11 +538,14 @@ class Serving:
             r.p2d_done_s, first_token, ttft, ttft <= r.slo_s * (1 + 1e-12),
             rid in self.engine.ever_pruned, r.evaluated))
         self.engine.request_done(rid)
+        del self.open[rid]
         self.completed += 1
         if r.evaluated:
             self.evaluated_done += 1
-        if self.progress is not None:
-            self.progress(self.completed, self.warmup + self.n_eval)
+        if r.index < self.warmup + self.n_eval:
+            self.window_done += 1
+            if self.progress is not None:  # counts the warm-up and evaluated requests only
+                self.progress(self.window_done, self.warmup + self.n_eval)
 
 
 class IsolatedTtft:

@@ -44,6 +44,9 @@ class ModelSpec:
     ``ffn_intermediate_size`` is the dense FFN width, or the width of one routed expert for MoE.
     ``shared_ffn_intermediate_size`` is an always-on dense MLP next to the experts (Grok-2's
     residual MLP); 0 if absent. All FFNs are gated (SwiGLU: gate, up and down matrices).
+    ``max_context_tokens`` is the context window (``max_position_embeddings`` of the config,
+    DBRX's ``max_seq_len``): a request's prompt plus its output must fit in it, as a serving
+    engine requires (vLLM's ``max_model_len`` defaults to it).
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelSpec:
     head_dim: int
     ffn_intermediate_size: int
     vocab_size: int
+    max_context_tokens: int
     num_experts: int = 0
     experts_per_token: int = 0
     shared_ffn_intermediate_size: int = 0
@@ -62,7 +66,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         for field in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads",
-                      "head_dim", "ffn_intermediate_size", "dtype_bytes"):
+                      "head_dim", "ffn_intermediate_size", "dtype_bytes", "max_context_tokens"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{self.name}: {field} must be positive")
         if self.num_attention_heads % self.num_kv_heads:
@@ -180,35 +184,42 @@ def _add(spec: ModelSpec, help: str) -> None:
 
 _add(ModelSpec("mixtral-8x7b", num_layers=32, hidden_size=4096, num_attention_heads=32,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=14336, vocab_size=32000,
-               num_experts=8, experts_per_token=2,
-               source="mistralai/Mixtral-8x7B-v0.1 config.json"),
+               max_context_tokens=32768, num_experts=8, experts_per_token=2,
+               source="mistralai/Mixtral-8x7B-v0.1 config.json (max_position_embeddings "
+                      "32768)"),
      "MoE 47B (8 experts, top-2), the paper's testbed model")
 _add(ModelSpec("mixtral-8x22b", num_layers=56, hidden_size=6144, num_attention_heads=48,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=16384, vocab_size=32768,
-               num_experts=8, experts_per_token=2,
-               source="mistralai/Mixtral-8x22B-v0.1 config.json"),
+               max_context_tokens=65536, num_experts=8, experts_per_token=2,
+               source="mistralai/Mixtral-8x22B-v0.1 config.json (max_position_embeddings "
+                      "65536)"),
      "MoE 141B (8 experts, top-2)")
 _add(ModelSpec("dbrx", num_layers=40, hidden_size=6144, num_attention_heads=48,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=10752, vocab_size=100352,
-               num_experts=16, experts_per_token=4,
-               source="databricks/dbrx-base config.json"),
+               max_context_tokens=32768, num_experts=16, experts_per_token=4,
+               source="databricks/dbrx-base config.json (max_seq_len 32768)"),
      "MoE 132B (16 experts, top-4)")
 _add(ModelSpec("grok-2", num_layers=64, hidden_size=8192, num_attention_heads=64,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=16384, vocab_size=131072,
-               num_experts=8, experts_per_token=2, shared_ffn_intermediate_size=32768,
-               source="xai-org/grok-2 config.json (residual MoE: shared 32768-wide MLP)"),
+               max_context_tokens=131072, num_experts=8, experts_per_token=2,
+               shared_ffn_intermediate_size=32768,
+               source="xai-org/grok-2 config.json (residual MoE: shared 32768-wide MLP; "
+                      "max_position_embeddings 131072)"),
      "MoE 270B (8 experts, top-2, plus a shared MLP)")
 _add(ModelSpec("qwen3-coder-480b-a35b", num_layers=62, hidden_size=6144,
                num_attention_heads=96, num_kv_heads=8, head_dim=128,
-               ffn_intermediate_size=2560, vocab_size=151936, num_experts=160,
-               experts_per_token=8,
-               source="Qwen/Qwen3-Coder-480B-A35B-Instruct config.json"),
+               ffn_intermediate_size=2560, vocab_size=151936, max_context_tokens=262144,
+               num_experts=160, experts_per_token=8,
+               source="Qwen/Qwen3-Coder-480B-A35B-Instruct config.json "
+                      "(max_position_embeddings 262144)"),
      "MoE 480B (160 experts, top-8)")
 _add(ModelSpec("llama-3-8b", num_layers=32, hidden_size=4096, num_attention_heads=32,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=14336, vocab_size=128256,
-               source="meta-llama/Meta-Llama-3-8B config.json"),
+               max_context_tokens=8192,
+               source="meta-llama/Meta-Llama-3-8B config.json (max_position_embeddings 8192)"),
      "dense 8B")
 _add(ModelSpec("llama-3-70b", num_layers=80, hidden_size=8192, num_attention_heads=64,
                num_kv_heads=8, head_dim=128, ffn_intermediate_size=28672, vocab_size=128256,
-               source="meta-llama/Meta-Llama-3-70B config.json"),
+               max_context_tokens=8192,
+               source="meta-llama/Meta-Llama-3-70B config.json (max_position_embeddings 8192)"),
      "dense 70B")

@@ -10,6 +10,13 @@ published shape (paper §6.1 and the trace README):
   is Zipf-skewed (a few hot prefixes dominate, which creates "victim" prefill units), followed
   by short multi-step tool-call chains. Mean prompt about 1k tokens, about 65% reuse.
 
+Two more presets of the same two generators stand in for the Mooncake workloads the paper runs
+on Llama-3-8B with sequence parallelism (paper §6.1: about 15k and 9k tokens of context, about
+40% and 65% reuse), with the Mooncake traces' 512-token hash blocks:
+
+* ``mooncake-conv``: long conversations (documents pasted into chats), ~15k tokens, ~40% reuse.
+* ``mooncake-agent``: tool-agent sessions on long tool templates, ~9k tokens, ~65% reuse.
+
 Sessions take time: a session's next turn cannot come before its answer was generated and its
 user (or tool) took its think time. Given the stream's request rate and the model's decode time
 per token (:class:`SessionTiming`), a session is ready again that many requests later; each
@@ -148,6 +155,16 @@ WORKLOADS: Registry[object] = Registry("workload")
 WORKLOADS.add("conv", ConvPreset(), "multi-turn conversation, ~2k tokens, ~50% reuse (QwenA)")
 WORKLOADS.add("agent", AgentPreset(), "agent/tool calls, ~1k tokens, ~65% reuse, hot prefixes "
               "(QwenB)")
+# Calibrated by tests/test_synthetic.py against the paper's Mooncake statistics (§6.1); think
+# times are the presets' (Bailian's chat and agent medians).
+WORKLOADS.add("mooncake-conv",
+              ConvPreset(system_tokens_mean=800, message_tokens_mean=8500,
+                         output_tokens_mean=350, mean_turns=1.6, block_tokens=512),
+              "long conversations, ~15k tokens, ~40% reuse, 512-token blocks (Mooncake conv)")
+WORKLOADS.add("mooncake-agent",
+              AgentPreset(template_tokens_mean=3900, task_tokens_mean=3800,
+                          step_tokens_mean=1100, output_tokens_mean=180, block_tokens=512),
+              "tool-agent sessions, ~9k tokens, ~65% reuse, 512-token blocks (Mooncake agent)")
 
 
 class _Ids:
@@ -159,26 +176,56 @@ class _Ids:
         return self.next
 
 
+def _tokens(prompt: list[Segment]) -> int:
+    return sum(t for _, t in prompt)
+
+
+def _fit(prompt: list[Segment], output: int, limit: int | None) -> tuple[list[Segment], int]:
+    """The request cut to the model's context window: a first prompt longer than the window
+    loses the end of its last segment (a client truncating its message), the output stops
+    where the window ends (the engine's length limit). A no-op for requests that fit."""
+    if limit is None or _tokens(prompt) + output <= limit:
+        return prompt, output
+    prompt = list(prompt)
+    excess = _tokens(prompt) - (limit - 1)
+    while excess > 0:
+        seg_id, seg_tokens = prompt.pop()
+        if seg_tokens > excess:
+            prompt.append((seg_id, seg_tokens - excess))
+        excess -= seg_tokens
+    return prompt, min(output, limit - _tokens(prompt))
+
+
 def _sessions(n: int, rng: np.random.Generator, timing: SessionTiming, think_time_s: float,
-              mean_turns: float, output_mean: float, output_sigma: float, first, follow):
+              mean_turns: float, output_mean: float, output_sigma: float, first, follow,
+              limit: int | None = None):
     """The session machinery shared by both presets: each request continues the session that
     became ready earliest, or opens a new one (``first()``: its first prompt) if none is
     ready; ``follow(prompt, output)`` makes the session's next prompt. A session ends after a
     turn with probability 1 / ``mean_turns``; otherwise it is ready again
     :meth:`SessionTiming.gap_requests` later. So the number of open sessions follows from the
-    rate (Little's law) and no turn arrives before its predecessor's answer could exist."""
+    rate (Little's law) and no turn arrives before its predecessor's answer could exist.
+
+    ``limit`` is the model's context window in tokens: a session also ends when its next
+    prompt would leave no room for an answer (as a chat client must start over), and a first
+    prompt is cut to fit (:func:`_fit`). Random draws do not depend on it, so a stream whose
+    requests all fit is the same with and without it."""
     ready: list[tuple[int, int, list[Segment]]] = []
     p_end = 1.0 / mean_turns
     for i in range(n):
         prompt = heapq.heappop(ready)[2] if ready and ready[0][0] <= i else first()
         output = _lognormal_int(rng, output_mean, output_sigma, 1)
+        prompt, output = _fit(prompt, output, limit)
         yield prompt, output
         if rng.random() >= p_end:
             gap = timing.gap_requests(output, think_time_s)
-            heapq.heappush(ready, (i + gap, i, follow(prompt, output)))
+            nxt = follow(prompt, output)
+            if limit is None or _tokens(nxt) < limit:
+                heapq.heappush(ready, (i + gap, i, nxt))
 
 
-def _conv_stream(p: ConvPreset, n: int, rng: np.random.Generator, timing: SessionTiming):
+def _conv_stream(p: ConvPreset, n: int, rng: np.random.Generator, timing: SessionTiming,
+                 limit: int | None):
     ids = _Ids()
     sys_ids = [ids.new() for _ in range(p.system_prompts)]
     sys_len = [_lognormal_int(rng, p.system_tokens_mean, 0.4, 32) for _ in sys_ids]
@@ -195,10 +242,11 @@ def _conv_stream(p: ConvPreset, n: int, rng: np.random.Generator, timing: Sessio
         return [*prompt, (ids.new(), output), message()]
 
     return _sessions(n, rng, timing, p.think_time_s, p.mean_turns, p.output_tokens_mean, 0.7,
-                     first, follow)
+                     first, follow, limit)
 
 
-def _agent_stream(p: AgentPreset, n: int, rng: np.random.Generator, timing: SessionTiming):
+def _agent_stream(p: AgentPreset, n: int, rng: np.random.Generator, timing: SessionTiming,
+                  limit: int | None):
     ids = _Ids()
     tpl_ids = [ids.new() for _ in range(p.templates)]
     tpl_len = [_lognormal_int(rng, p.template_tokens_mean, 0.5, 64) for _ in tpl_ids]
@@ -214,7 +262,7 @@ def _agent_stream(p: AgentPreset, n: int, rng: np.random.Generator, timing: Sess
         return [*prompt, (ids.new(), output), (ids.new(), step)]
 
     return _sessions(n, rng, timing, p.think_time_s, p.mean_steps, p.output_tokens_mean, 0.6,
-                     first, follow)
+                     first, follow, limit)
 
 
 # Sessions span several gaps; five mean gaps of history bring the window's ideal reuse within
@@ -230,15 +278,17 @@ def history_requests(name: str, timing: SessionTiming) -> int:
     return _HISTORY_GAPS * timing.gap_requests(round(p.output_tokens_mean), p.think_time_s)
 
 
-def generate(name: str, n: int, rng: np.random.Generator,
-             timing: SessionTiming) -> list[Request]:
+def generate(name: str, n: int, rng: np.random.Generator, timing: SessionTiming,
+             max_request_tokens: int | None = None) -> list[Request]:
     """``n`` requests of a registered preset, arrival times all 0 (retime them afterwards at
-    ``timing.rate_per_s``, which the session structure assumes)."""
+    ``timing.rate_per_s``, which the session structure assumes). ``max_request_tokens``: the
+    model's context window, which every prompt plus its output then fits."""
     preset = WORKLOADS.get(name)
     stream = _conv_stream if isinstance(preset, ConvPreset) else _agent_stream
     interner = _BlockInterner()
     out = []
-    for i, (segments, output) in enumerate(stream(preset, n, rng, timing)):
+    for i, (segments, output) in enumerate(stream(preset, n, rng, timing,
+                                                  max_request_tokens)):
         tokens = sum(t for _, t in segments)
         hashes = interner.hashes(segments, preset.block_tokens)
         out.append(Request(i, 0.0, tokens, output, hashes, preset.block_tokens))

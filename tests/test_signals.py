@@ -1,0 +1,126 @@
+"""Ctrl-C and SIGTERM (issue 14): a run stops within a second, prints one line, exits 130 or
+143 and leaves no half-written result. Real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mfsched.cli_files import write_file, write_out_dir
+
+STOP_WITHIN_S = 1.0
+
+
+def _start(*args: str, session: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mfsched", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=session)
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(x) for x in text.split()}
+
+
+def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float, str]:
+    """Wait for the run to announce itself and get going, send ``sig``; (seconds until it
+    exited, its stderr)."""
+    first = proc.stderr.readline()
+    assert first.startswith("a large run:"), first
+    time.sleep(settle_s)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(30)
+    took = time.monotonic() - sent
+    return took, first + proc.stderr.read()
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
+                                           (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize("settle_s", [0.5, 4.0])  # while preparing, while simulating
+def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, settle_s):
+    out = tmp_path / "results" / "run"
+    proc = _start("simulate", "--requests", "30000", "--warmup", "0", "--scheduler", "fs",
+                  "--out", str(out))
+    took, err = _interrupt(proc, sig, settle_s)
+    assert proc.returncode == code
+    assert took < STOP_WITHIN_S, f"took {took:.2f} s"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == f"mfsched: {word} ({'Ctrl-C' if code == 130 else 'SIGTERM'}); " \
+                        "nothing half-written was left"
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists()  # no result, no partial, not even the parent
+
+
+def test_sweep_workers_stop_with_the_sweep(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: the workers ignore it, the
+    parent terminates them and stops."""
+    proc = _start("sweep", "--workload", "agent", "--rate", "1,1.25,1.5,1.75", "--requests",
+                  "6000", "--warmup", "0", "--scheduler", "fs", "--no-reference", "--jobs",
+                  "2", "--out", str(tmp_path / "rows.json"), session=True)
+    first = proc.stderr.readline()
+    assert first.startswith("a large run:"), first
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the pool did not start"
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # its own session: the group is the sweep's
+    proc.wait(30)
+    took = time.monotonic() - sent
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert took < STOP_WITHIN_S, f"took {took:.2f} s"
+    assert err.strip().splitlines()[-1].startswith("mfsched: interrupted")
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()
+                and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the writers --------------------------------------------------------------------------------
+
+
+def test_an_interrupted_write_leaves_the_earlier_result(tmp_path):
+    out = tmp_path / "run"
+    write_out_dir(out, lambda d: (d / "config.json").write_text("old"))
+
+    def half(d: Path) -> None:
+        (d / "config.json").write_text("new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_out_dir(out, half)
+    assert (out / "config.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no partial directory
+
+    write_out_dir(out, lambda d: (d / "config.json").write_text("new"))
+    assert (out / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_interrupted_file_write_leaves_the_earlier_file(tmp_path, monkeypatch):
+    target = tmp_path / "rows.json"
+    write_file(target, "old")
+    real = os.replace
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_file(target, "new")
+    monkeypatch.setattr(os, "replace", real)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]
