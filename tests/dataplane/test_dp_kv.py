@@ -16,8 +16,11 @@ from mfsched.dataplane.kvstore import KV_FLOW_BIT, Segment, kv_flow_id, kv_reque
 GPUS = 4  # the memory cluster's GPUs per server: server 1 is GPU 4
 
 
-def _segments(prefix: str = "mfskv-") -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+def _segments(mc) -> set[str]:
+    """Segments of this test and of these daemons' receive stores (other processes on the
+    machine may have segments of their own)."""
+    prefixes = (f"mfskv-test{os.getpid()}-", *(d.kv_store.prefix for d in mc.daemons))
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefixes)}
 
 
 def _stats(mc, h):
@@ -75,7 +78,6 @@ def test_flow_ids_are_kv_flows_and_distinct():
 
 def test_real_bytes_arrive_exactly_once_and_every_buffer_is_freed(memory_cluster):
     mc = memory_cluster(servers=2)
-    before = _segments()
     tx = _sender(mc.paths[0])
     rx = DaemonClient(mc.paths[1])
     sizes = [300_000, 70_001, 1]  # several chunks, an odd tail, a single byte
@@ -101,14 +103,13 @@ def test_real_bytes_arrive_exactly_once_and_every_buffer_is_freed(memory_cluster
     assert _stats(mc, 0)["kv.staged_flows"] == 0  # the sender unmapped the staged segments
     for seg, _ in flows.values():
         seg.free()
-    assert _segments() == before  # nothing left in /dev/shm
+    assert not _segments(mc)  # nothing left in /dev/shm
     tx.close()
     rx.close()
 
 
 def test_unclaimed_flows_expire_and_a_vanished_runtime_frees_its_claims(memory_cluster):
     mc = memory_cluster(servers=2, kv_ttl_s=0.3)
-    before = _segments()
     tx = _sender(mc.paths[0])
     seg_a, _ = _staged(KV_FLOW_BIT | 1, 50_000)
     seg_b, _ = _staged(KV_FLOW_BIT | 2, 50_000)
@@ -125,7 +126,7 @@ def test_unclaimed_flows_expire_and_a_vanished_runtime_frees_its_claims(memory_c
     assert _stats(mc, 1)["kv.flows_orphaned"] == 1
     seg_a.free()
     seg_b.free()
-    assert _segments() == before
+    assert not _segments(mc)
     tx.close()
 
 
