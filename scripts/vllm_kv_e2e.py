@@ -18,6 +18,10 @@ tight request needs about 60% of the link until its deadline and is promoted to 
 (DSCP EF), the lax one stays in the lowest P2D band (CS1). A last mfs repeat runs with the link
 at 1 Gbit/s (changed in place), where the link is not the bottleneck: the negative control.
 
+A slow-link repeat in which the fabric delivered under 85% of its link rate (both requests'
+bytes over their span; 95% is usual) measures the machine's other jobs, not the policy: it is
+kept in the output, named in the figures, and run again (at most twice per policy).
+
 Checks (each repeat): decode tokens identical to a plain single engine's, for fs and mfs;
 under mfs the tight request's last layer arrives in at most 0.6x the lax one's time and before
 its deadline, under fs the two arrival times are within 15%; the lax request under mfs
@@ -56,6 +60,8 @@ MAX_TOKENS = 8
 SLO_S = {"lax": 600.0, "tight": 14.0}
 MFS_OPTIONS = {"mlu_urgent": "0.3", "mlu_per_request": "true"}
 TIGHT_CLASS, LAX_CLASS = 1, 6  # traffic_classes: level 0 -> EF, the P2D bands -> CS1
+MIN_LINK_SHARE = 0.85  # a slow-link repeat below this share of the link is run again ...
+MAX_REDOS = 2  # ... at most this often per policy
 
 
 def prompts() -> list[list[int]]:
@@ -280,7 +286,16 @@ def one_repeat(args, fab, policy: str, prefill: Engine, decode: Engine, label: s
     }
 
 
-def run_policy(args, fab, policy: str, link_gbps: float, repeats: list[str]) -> list[dict]:
+def _link_share(run: dict, link_mbps: float) -> float | None:
+    """Both requests' KV over the time from the first layer staged to the last arrived, as a
+    share of the link's payload rate (about 0.95 when the emulation keeps up)."""
+    span = run.get("span_s")
+    total = 2 * LAYERS * PROMPT_TOKENS * KV_BYTES_PER_TOKEN
+    return None if not span else total * 8 / span / (link_mbps * 1e6)
+
+
+def run_policy(args, fab, policy: str, link_gbps: float, repeats: list[str],
+               discarded: list[dict]) -> list[dict]:
     from mfsched.dataplane.netns import payload_to_htb_rate, set_link_rate
 
     w = args.workdir
@@ -301,11 +316,21 @@ def run_policy(args, fab, policy: str, link_gbps: float, repeats: list[str]) -> 
         # one unmeasured request pair first, on a fast link: an engine's first steps are slow
         set_link_rate(fab, payload_to_htb_rate(1e9, 9000))
         one_repeat(args, fab, policy, prefill, decode, "warm-up")
+        redos = MAX_REDOS
         for label in repeats:
             fast = label == "fast"
             set_link_rate(fab, payload_to_htb_rate(1e9 if fast else args.link_mbps * 1e6, 9000))
-            out.append({"policy": policy, **one_repeat(args, fab, policy, prefill, decode, label)})
-            print(json.dumps(out[-1]), flush=True)
+            while True:
+                run = {"policy": policy, **one_repeat(args, fab, policy, prefill, decode, label)}
+                print(json.dumps(run), flush=True)
+                share = _link_share(run, args.link_mbps)
+                if fast or share is None or share >= MIN_LINK_SHARE or not redos:
+                    break
+                # The emulation did not deliver its link rate: the machine's other jobs
+                # starved it, and the times measure them, not the policy. Kept, not checked.
+                redos -= 1
+                discarded.append({**run, "link_share": share})
+            out.append(run)
     finally:
         prefill.stop()
         decode.stop()
@@ -411,6 +436,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     os.close(fd)
     spec = FabricSpec(servers=2, nic_rate_bps=payload_to_htb_rate(args.link_mbps * 1e6, 9000))
     runs: list[dict] = []
+    discarded: list[dict] = []
     daemons: list[Proc] = []
     with fabric(spec) as fab:
         prefix = fab.prefix
@@ -420,8 +446,9 @@ def orchestrate(args: argparse.Namespace) -> int:
                 daemons.append(_daemon(fab, h, w, key))
                 _wait_socket(w / f"d{h}.sock")
             repeats = [f"r{i + 1}" for i in range(args.repeats)]
-            runs += run_policy(args, fab, "fs", args.link_mbps / 1e3, repeats)
-            runs += run_policy(args, fab, "mfs", args.link_mbps / 1e3, [*repeats, "fast"])
+            runs += run_policy(args, fab, "fs", args.link_mbps / 1e3, repeats, discarded)
+            runs += run_policy(args, fab, "mfs", args.link_mbps / 1e3, [*repeats, "fast"],
+                               discarded)
         finally:
             for d in daemons:
                 d.stop()
@@ -429,7 +456,12 @@ def orchestrate(args: argparse.Namespace) -> int:
         r["reference"] = reference
     results = checks(runs, reference)
     text = table(runs, results, args)
-    result = {"runs": runs, "checks": results, "reference": reference,
+    for d in discarded:
+        text += (f"\nRun again: {d['policy']} {d['label']}, the fabric delivered "
+                 f"{d['link_share']:.0%} of its link rate (lax {d['arrival_s']['lax']:.2f} s, "
+                 f"tight {d['arrival_s']['tight']:.2f} s): the machine's other jobs starved the "
+                 "emulation.")
+    result = {"runs": runs, "discarded": discarded, "checks": results, "reference": reference,
               "wall_s": time.time() - t_start, "fabric_prefix": prefix}
     (w / "result.json").write_text(json.dumps(result, indent=2))
     print(text)
