@@ -1,5 +1,10 @@
 """What every benchmark does with its figures: print them, keep the JSON, update the docs.
 
+``reference_s()`` times the fixed reference run that every speed benchmark repeats in its own
+process (a 120-request testbed simulation under fair sharing, after one untimed run that loads
+the compiled kernels): figures are also given as ratios to it, which move less than absolute
+times on these shared machines.
+
 ``save(name, data, text, write, tag)`` prints the Markdown ``text``, writes ``data`` to
 ``bench/results/<name>.json`` and, if ``write`` is a Markdown file, replaces what lies between
 its ``<!-- BEGIN tag -->`` and ``<!-- END tag -->`` markers with ``text``. The benchmarks are
@@ -13,6 +18,20 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def reference_s() -> float:
+    """Wall seconds of the reference run (module docstring)."""
+    import time
+
+    from mfsched.experiments import runner
+    from mfsched.experiments.config import SimConfig
+
+    cfg = SimConfig(requests=100, warmup=20, tail=0, slo_s=1.0)
+    runner.run(cfg, ["fs"])  # load compiled kernels before timing
+    t = time.perf_counter()
+    runner.run(cfg, ["fs"])
+    return time.perf_counter() - t
 
 
 def save(name: str, data, text: str, write: Path | None, tag: str) -> None:

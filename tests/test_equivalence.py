@@ -45,9 +45,9 @@ def _rows(result) -> list[list]:
     return [list(r) for r in sorted(result.records.requests, key=lambda q: q.request_id)]
 
 
-def run_case(cfg: SimConfig) -> dict[str, dict]:
+def run_case(cfg: SimConfig, jobs: int = 1) -> dict[str, dict]:
     p = runner.prepare(cfg)
-    results = [*runner.run(p, SCHEDULERS), runner.run_contention_free(p)]
+    results = [*runner.run(p, SCHEDULERS, jobs=jobs), runner.run_contention_free(p)]
     return {r.scheduler: {"attainment": r.summary.slo_attainment, "requests": _rows(r)}
             for r in results}
 
@@ -68,9 +68,11 @@ def stored() -> dict:
     return json.loads(gzip.decompress(FIXTURE.read_bytes()))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_records_identical_to_stored(stored, case):
-    got = run_case(CASES[case])
+@pytest.mark.parametrize(("case", "jobs"),
+                         [*((c, 1) for c in CASES), ("testbed-agent-loaded", 3)])
+def test_records_identical_to_stored(stored, case, jobs):
+    """Each case sequentially; one also with its schedulers in three worker processes."""
+    got = run_case(CASES[case], jobs)
     want = stored[case]
     assert set(got) == set(want)
     for sched, w in want.items():

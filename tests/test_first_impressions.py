@@ -195,3 +195,23 @@ def test_the_first_run_says_it_compiles(tmp_path):
     assert notice in first.stderr
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0 and notice not in second.stderr
+
+
+def test_the_first_run_of_a_cluster_says_it_fills_the_slo_memo(tmp_path):
+    """With an empty cache directory the SLO memo's notice appears (on one line, naming where
+    the entries are kept); the second run reads them and says nothing."""
+    env = dict(os.environ, MFSCHED_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("MFSCHED_NO_DISK_CACHE", None)
+    from mfsched.cachedir import cache_root
+
+    # the compiled kernels stay where they are (only the SLO memo starts empty)
+    env["NUMBA_CACHE_DIR"] = os.environ.get("NUMBA_CACHE_DIR") or str(cache_root() / "numba")
+    notice = (f"computing the isolated TTFTs behind the SLOs (first run of this cluster; kept "
+              f"in {tmp_path / 'cache' / 'slo'})")
+    args = [sys.executable, "-m", "mfsched", "simulate", "--json", "--requests", "3",
+            "--warmup", "0", "--scheduler", "fs"]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert notice in first.stderr.splitlines()
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0 and "isolated TTFTs" not in second.stderr

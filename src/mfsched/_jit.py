@@ -24,7 +24,7 @@ from .cachedir import cache_root, source_digest
 __all__ = ["JIT_ENABLED", "KERNEL_SOURCES", "kernels_cached", "njit"]
 
 # every module that defines kernels (relative to the package)
-KERNEL_SOURCES = ("_jit.py", "sim/allocation.py", "sim/network.py")
+KERNEL_SOURCES = ("_jit.py", "policy/baselines.py", "sim/allocation.py", "sim/network.py")
 
 _KERNELS: list = []  # every compiled kernel of the imported modules
 
@@ -48,14 +48,18 @@ try:
     JIT_ENABLED = True
     _CACHE_DIR = _cache_dir()
 
-    def njit(fn):
+    def njit(fn=None, *, inline: str = "never"):
+        """Compile ``fn`` (cached on disk); ``@njit(inline="always")`` for a small helper
+        that its compiled callers should inline (numba's option)."""
+        if fn is None:
+            return lambda f: njit(f, inline=inline)
         # numba reads its cache directory when a kernel is decorated: point it at ours for
         # mfsched's kernels only, leaving other numba users in the process alone
         saved = numba.config.CACHE_DIR
         if _CACHE_DIR is not None:
             numba.config.CACHE_DIR = _CACHE_DIR
         try:
-            kernel = numba.njit(cache=True, nogil=True)(fn)
+            kernel = numba.njit(cache=True, nogil=True, inline=inline)(fn)
         finally:
             numba.config.CACHE_DIR = saved
         _KERNELS.append(kernel)
@@ -64,8 +68,8 @@ try:
 except ImportError:  # pragma: no cover - exercised with MFSCHED_NO_JIT=1
     JIT_ENABLED = False
 
-    def njit(fn):
-        return fn
+    def njit(fn=None, *, inline: str = "never"):
+        return (lambda f: f) if fn is None else fn
 
 
 def kernels_cached() -> bool:

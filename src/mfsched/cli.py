@@ -32,7 +32,6 @@ from .cli_files import (
     write_run,
 )
 from .cli_options import (
-    MAX_JOBS,
     AsJson,
     Command,
     EpBackend,
@@ -48,11 +47,13 @@ from .cli_options import (
     Seeds,
     floats,
     ints,
+    jobs_or_default,
     with_groups,
 )
 from .cli_output import (
     compile_notice,
     err_console,
+    memo_notice,
     pct,
     print_results,
     print_sweep,
@@ -62,7 +63,6 @@ from .cli_output import (
     ticker,
 )
 from .errors import SimulationStuck, UserError
-from .validate import integer
 
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   help="MFS: multi-stage flow scheduling for disaggregated LLM serving.")
@@ -105,6 +105,7 @@ def simulate(
     sc: ScenarioOptions,
     scheduler: Scheduler = "all",
     out: RunDir = None,
+    jobs: Jobs = None,
     as_json: AsJson = False,
 ) -> None:
     """Simulate a disaggregated prefill cluster and report TTFT SLO attainment per scheduler.
@@ -114,6 +115,7 @@ def simulate(
     from .experiments.runner import check_policy_options, prepare, run, scheduler_names
 
     check_out_dir(out)
+    jobs = jobs_or_default(jobs)
     cfg = sc.config()
     names = scheduler_names(scheduler)
     check_policy_options(cfg, names)
@@ -121,8 +123,10 @@ def simulate(
     prepared = prepare(cfg)
     _dropped_notice(prepared)
     compile_notice()
+    memo_notice(prepared)
     with progress(_show_progress(as_json), _PROGRESS_UNIT) as bar:
-        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar))
+        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar),
+                      jobs=jobs)
     rows = [r.to_json() for r in results]
     if out is not None:
         doc = config_doc(prepared, names)
@@ -172,7 +176,7 @@ def sweep(
         "--reference/--no-reference",
         help="Add the contention-free reference (fair sharing, every flow alone on its "
              "path).")] = True,
-    jobs: Jobs = 1,
+    jobs: Jobs = None,
     executor: Executor = "process",
     ray_address: RayAddress = None,
     out: Annotated[Path | None, typer.Option(help="Write all rows as JSON to this file.")]
@@ -187,7 +191,7 @@ def sweep(
 
     Every other option is the scenario option of 'mfsched simulate'. Tables show attainment in percent, averaged over the seeds.
     """  # noqa: E501 (the help formatter keeps line breaks)
-    from .experiments.executors import check, default_jobs
+    from .experiments.executors import check
     from .experiments.runner import check_policy_options, prepare, scheduler_names
     from .experiments.sweep import SweepSpec, markdown_tables, run_sweep
 
@@ -196,7 +200,7 @@ def sweep(
         typer.echo(markdown_tables(rows) if markdown else json.dumps(rows, indent=2))
         return
     check_out_file(out)
-    jobs = default_jobs() if jobs is None else integer("--jobs", jobs, 1, MAX_JOBS)
+    jobs = jobs_or_default(jobs)
     names = tuple(scheduler_names(scheduler))
     check(executor, jobs, ray_address)
     base = sc.config()

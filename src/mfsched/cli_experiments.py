@@ -27,9 +27,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .cli_options import MAX_JOBS, AsJson, Command, Executor, Jobs, RayAddress
+from .cli_options import AsJson, Command, Executor, Jobs, RayAddress, jobs_or_default
 from .errors import UserError
-from .validate import integer
 
 __all__ = ["register"]
 
@@ -63,7 +62,7 @@ def reproduce(
 
     Every grid point (model x workload x rate x seed, all schedulers on the same requests) is one task; each finished point is written to --out at once, so an interrupted run continues with --resume. The experiment's table is --out/results.parquet (one row per scheduler, point and seed); 'mfsched report DIR' turns it into an HTML page with figures.
     """  # noqa: E501 (one paragraph per line: the help formatter keeps line breaks)
-    from .experiments.executors import check, default_jobs
+    from .experiments.executors import check
     from .experiments.spec import experiment_names, load_experiment
 
     if list_:
@@ -89,7 +88,7 @@ def reproduce(
     only = tuple(m.strip() for m in models.split(",")) if models is not None else ()
     if models is not None:
         exp = exp.with_models(only)
-    jobs = default_jobs() if jobs is None else integer("--jobs", jobs, 1, MAX_JOBS)
+    jobs = jobs_or_default(jobs)
     check(executor, jobs, ray_address)
     from .experiments.reproduce import default_out_dir
     from .experiments.reproduce import reproduce as run

@@ -32,7 +32,7 @@ from .validate import integer, number
 
 __all__ = ["MAX_JOBS", "AsJson", "Command", "EmulationOptions", "EpBackend", "Executor", "Group",
            "Jobs", "KvConnections", "RayAddress", "RingChannels", "RunDir", "ScenarioOptions",
-           "Scheduler", "Seeds", "floats", "ints", "with_groups"]
+           "Scheduler", "Seeds", "floats", "ints", "jobs_or_default", "with_groups"]
 
 
 # --- help output: no "<bool>" label on flags ------------------------------------------------
@@ -70,14 +70,15 @@ RunDir = Annotated[Path | None, typer.Option(
          "and testbed/ subdirectories).")]
 Seeds = Annotated[str, typer.Option(
     help="Comma-separated seeds (whole numbers); tables show the mean over them.")]
-# where grid points run (sweep, reproduce)
+# where runs and grid points run (simulate, sweep, reproduce)
 MAX_JOBS = 256
 Executor = Annotated[str, typer.Option(
     help="Where the points run: 'process' (local worker processes) or 'ray' (needs the ray "
          "extra: pip install 'mfsched\\[ray]').")]
 Jobs = Annotated[int | None, typer.Option(
-    help=f"Points run at once: local worker processes, or the CPUs of a local Ray instance "
-         f"(1..{MAX_JOBS}; unset: the CPUs this process may use).")]
+    help=f"Runs at once (1..{MAX_JOBS}): worker processes, or the CPUs of a local Ray "
+         "instance; the results do not depend on it. Default: the CPUs this process may "
+         "use.")]
 RayAddress = Annotated[str | None, typer.Option(
     help="Join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of starting a "
          "local instance; its workers need the same mfsched installed.")]
@@ -93,6 +94,16 @@ RingChannels = Annotated[int | None, typer.Option(
 KvConnections = Annotated[int | None, typer.Option(
     help="Connections a KV transfer is striped over. Default: 2 (Mooncake's queue pairs per "
          "endpoint).")]
+
+
+def jobs_or_default(jobs: int | None) -> int:
+    """The value of a :data:`Jobs` option: checked, or the CPUs this process may use."""
+    if jobs is None:
+        from .experiments.executors import default_jobs
+
+        return default_jobs()
+    integer("--jobs", jobs, 1, MAX_JOBS)
+    return jobs
 
 
 # --- option groups ----------------------------------------------------------------------------

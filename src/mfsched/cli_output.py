@@ -5,7 +5,8 @@
   never marked best) and end with one line saying who won; attainment is a percentage in every
   table (JSON keeps the fraction ``slo_attainment`` in 0..1).
 * Progress bars name what they count (:func:`progress`); notices on stderr say when the first
-  run compiles the simulator's kernels and how big a large run is.
+  run compiles the simulator's kernels, when it computes the isolated TTFTs behind the SLOs
+  (the first run of a cluster; later runs read them from disk) and how big a large run is.
 
 Result files are :mod:`mfsched.cli_files`'. Callers: :mod:`mfsched.cli` and
 :mod:`mfsched.dataplane.commands`; this module imports neither.
@@ -19,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["NOT_RANKED", "compile_notice", "err_console", "pct", "print_results", "print_sweep",
-           "progress", "size_notice", "stdout_console", "ticker", "verdict"]
+__all__ = ["NOT_RANKED", "compile_notice", "err_console", "memo_notice", "pct", "print_results",
+           "print_sweep", "progress", "size_notice", "stdout_console", "ticker", "verdict"]
 
 err_console = Console(stderr=True)
 
@@ -70,6 +71,16 @@ def compile_notice() -> None:
 
     if not kernels_cached():
         err_console.print("compiling the simulator's kernels (first run only, ~10 s)")
+
+
+def memo_notice(prepared) -> None:
+    """Say so when the SLOs' isolated TTFTs of this cluster are not on disk yet (the first run
+    of a scenario computes them, later runs read them)."""
+    isolated = prepared.isolated
+    if isolated is not None and not isolated.store.entries:
+        where = isolated.store.path.parent if isolated.store.path else "memory only"
+        err_console.print(f"computing the isolated TTFTs behind the SLOs (first run of this "
+                          f"cluster; kept in {where})", soft_wrap=True)
 
 
 def size_notice(requests: int, schedulers: int) -> None:

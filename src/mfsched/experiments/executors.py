@@ -8,7 +8,10 @@ streams results to disk there, so whatever finished is kept if the run is interr
 
 * ``process`` (default): a :class:`concurrent.futures.ProcessPoolExecutor` with ``jobs``
   workers; with ``jobs == 1`` items run one after the other in the calling process (no pool to
-  start, and a debugger or profiler sees the simulation).
+  start, and a debugger or profiler sees the simulation). Workers are forked where the platform
+  can (Linux): they start in milliseconds and inherit the driver's memory, which the runner's
+  parallel scheduler runs rely on (:func:`mfsched.experiments.runner.run`: the prepared point
+  and its warmed caches are not rebuilt or copied per worker).
 * ``ray``: one Ray task per item (one CPU each). ``address`` joins an existing cluster (its
   workers need the same mfsched installed); without it a local Ray instance with ``jobs`` CPUs is
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
@@ -83,7 +86,10 @@ def _process(fn, items, jobs, _address, on_result) -> None:
             on_result(i, fn(item))
         return
     others = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_quiet_interrupt)
+    context = (multiprocessing.get_context("fork")
+               if "fork" in multiprocessing.get_all_start_methods() else None)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context,
+                               initializer=_quiet_interrupt)
     try:
         pending: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
         while pending:
@@ -105,11 +111,13 @@ def _process(fn, items, jobs, _address, on_result) -> None:
 
 
 def _quiet_interrupt() -> None:
-    """In a pool worker: end at once on Ctrl-C (which a terminal sends to the whole process
-    group), without the traceback a worker would otherwise print; the driver reports it. A
-    forked worker inherits the CLI's SIGTERM handler, which would turn the driver's
-    ``terminate()`` into an interrupt the worker survives: SIGTERM ends it instead."""
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    """In a pool worker: ignore Ctrl-C (which a terminal sends to the whole process group) and
+    let the driver, which gets it too, stop the workers with ``terminate()``; SIGTERM ends a
+    worker at once (a forked worker inherits the CLI's SIGTERM handler, which would turn
+    ``terminate()`` into an interrupt it survives). A worker that ended on Ctrl-C by itself
+    raced the driver: under load the pool could report the dead worker (BrokenProcessPool, exit
+    1) before the driver's own KeyboardInterrupt (exit 130) was raised."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

@@ -1,14 +1,28 @@
 """Build a cluster from a config, load the workload, run schedulers, summarise.
 
 ``run(config, schedulers)`` is what ``mfsched simulate`` calls. Static parts (topology,
-deployment, planner, the request stream and the isolated-TTFT memo behind the SLOs) are built
-once and shared by all scheduler runs, so every scheduler sees exactly the same requests.
+deployment, planner, the request stream, the prefix caches warmed by the stream's history and
+the isolated-TTFT memo behind the SLOs) are built once and shared by all scheduler runs, so
+every scheduler sees exactly the same requests: each run starts from a copy of the warmed
+caches (:class:`~mfsched.sim.serving.WarmCaches`), and the memo (:mod:`mfsched.sim.slomemo`) is
+kept on disk for the next run of the same cluster.
+
+With ``jobs`` > 1 the schedulers run in parallel worker processes of the process executor
+(:mod:`mfsched.experiments.executors`, the one ``sweep`` and ``reproduce`` use). The workers
+are forked after the stream is prepared and the caches warmed, so they inherit both instead of
+rebuilding them; each returns its result and the memo entries it computed, which the driver
+merges (and saves), and streams its progress to the driver. Results are identical to a
+sequential run: every run is deterministic and the memo's entries are the same whoever
+computes them (``tests/test_equivalence.py`` runs both ways).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -16,7 +30,9 @@ from ..errors import UserError
 from ..metrics import Summary, summarize
 from ..policy import SCHEDULERS, make_policy
 from ..records import RunRecords
-from ..sim.serving import IsolatedTtft, Serving, SimCluster, SimStats, SloFn
+from ..sim.network import load_kernels
+from ..sim.serving import IsolatedTtft, Serving, SimCluster, SimStats, SloFn, WarmCaches, prewarm
+from ..sim.slomemo import SloStore
 from ..sim.topology import TOPOLOGIES, build_topology, scale_bandwidth
 from ..units import gbps
 from ..validate import MAX_SIMULATED_S
@@ -228,11 +244,14 @@ def slo_rule(cfg: SimConfig) -> str:
             f"(--slo-scale)")
 
 
-def make_slo_fn(cfg: SimConfig, cluster: SimCluster) -> SloFn:
+def make_slo_fn(cfg: SimConfig, cluster: SimCluster,
+                isolated: IsolatedTtft | None = None) -> SloFn:
+    """The SLO rule of ``cfg``; ``isolated`` is the memo to use (a fresh in-memory one if
+    None)."""
     if cfg.slo_s is not None:
         slo = cfg.slo_s
         return lambda _req, _route: slo
-    isolated = IsolatedTtft(cluster)
+    isolated = IsolatedTtft(cluster) if isolated is None else isolated
     scale = cfg.slo_scale
     return lambda req, route: scale * isolated(req, route)
 
@@ -244,7 +263,7 @@ def run_scheduler(p: Prepared, scheduler: str, *, record_flows: bool = False,
     cfg = p.config
     policy = make_policy(scheduler, cfg.num_levels, cfg.options_for(scheduler))
     sim = Serving(p.cluster, policy, p.requests, p.slo_fn, warmup=p.warmup,
-                  evaluated=p.evaluated, history=p.history, record_flows=record_flows,
+                  evaluated=p.evaluated, warm=p.warm, record_flows=record_flows,
                   check_invariants=check_invariants, progress=progress)
     records, stats = sim.run()
     return RunResult.of(p, scheduler, records, stats)
@@ -262,8 +281,21 @@ class Prepared:
     slo_fn: SloFn
     history: list[Request]  # served before the run: only warms the prefix caches
     dropped_lines: tuple[int, ...] = ()  # trace lines dropped for the context (Stream)
+    # the memo behind slo_fn (None with a constant SLO)
+    isolated: IsolatedTtft | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
+    def warm(self) -> WarmCaches:
+        """The prefix caches after the history (routed once; each run gets a copy)."""
+        return prewarm(self.cluster, self.history,
+                       self.requests[0].block_tokens if self.requests else 16)
+
+    def save_memo(self) -> None:
+        """Keep the isolated TTFTs computed so far for the next run of this cluster."""
+        if self.isolated is not None:
+            self.isolated.store.save()
+
+    @cached_property
     def ideal_reuse(self) -> float:
         """The prompt reuse an infinite cache would give the evaluated requests (having seen
         the history and the requests before them): the workload's intended reuse."""
@@ -305,28 +337,92 @@ def resolved(p: Prepared, schedulers: Sequence[str] = ()) -> dict:
 
 
 def prepare(cfg: SimConfig) -> Prepared:
-    """Build the cluster and the request stream; raises UserError for bad input."""
+    """Build the cluster and the request stream; raises UserError for bad input. The SLO memo
+    starts from the cluster's on-disk entries (:class:`~mfsched.sim.slomemo.SloStore`)."""
     cluster = build_cluster(cfg)
     s = load_requests(cfg, cluster)
-    return Prepared(cfg, cluster, s.requests, s.warmup, s.evaluated, make_slo_fn(cfg, cluster),
-                    s.history, s.dropped_lines)
+    isolated = None if cfg.slo_s is not None else IsolatedTtft(cluster,
+                                                               SloStore.for_cluster(cluster))
+    return Prepared(cfg, cluster, s.requests, s.warmup, s.evaluated,
+                    make_slo_fn(cfg, cluster, isolated), s.history, s.dropped_lines, isolated)
 
 
 def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult:
     """Fair sharing on the same requests, every flow running as if alone on its path."""
     cluster = replace(p.cluster, serving=replace(p.cluster.serving, contention_free=True))
     sim = Serving(cluster, make_policy("fs", p.config.num_levels), p.requests, p.slo_fn,
-                  warmup=p.warmup, evaluated=p.evaluated, history=p.history,
+                  warmup=p.warmup, evaluated=p.evaluated, warm=p.warm,
                   record_flows=record_flows)
     records, stats = sim.run()
+    p.save_memo()
     return RunResult.of(p, CONTENTION_FREE, records, stats)
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,
-        progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+        progress: Callable[[str, int, int], None] | None = None,
+        jobs: int = 1) -> list[RunResult]:
+    """Every scheduler on the same prepared requests, in order; ``jobs`` > 1 runs them in
+    that many worker processes at once (module docstring)."""
     p = cfg if isinstance(cfg, Prepared) else prepare(cfg)
-    results = []
-    for name in schedulers:
-        cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
-        results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
+    jobs = min(jobs, len(schedulers))
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        results = _run_parallel(p, schedulers, record_flows, progress, jobs)
+    else:
+        results = []
+        for name in schedulers:
+            cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
+            results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
+    p.save_memo()
     return results
+
+
+# What the workers of _run_parallel inherit when they are forked: the prepared point, whether
+# to record flows, and the queue their progress goes to.
+_SHARED: tuple[Prepared, bool, object] | None = None
+
+
+def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
+                  progress: Callable[[str, int, int], None] | None,
+                  jobs: int) -> list[RunResult]:
+    from .executors import execute  # runner is imported by executors' callers, not vice versa
+
+    global _SHARED
+    p.warm  # noqa: B018 (route the history once, in the driver: the workers inherit it)
+    load_kernels()  # and compile or load the kernels once, too
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+    _SHARED = (p, record_flows, queue)
+    results: list[RunResult | None] = [None] * len(schedulers)
+
+    def keep(i: int, out: tuple[RunResult, dict[str, float]]) -> None:
+        results[i], entries = out
+        if p.isolated is not None:
+            p.isolated.store.merge(entries)
+
+    def relay() -> None:  # progress messages from the workers, until the driver's None
+        while (msg := queue.get()) is not None:
+            if progress is not None:
+                progress(*msg)
+
+    listener = threading.Thread(target=relay, name="mfsched-progress", daemon=True)
+    listener.start()
+    try:
+        execute(_run_in_worker, list(schedulers), executor="process", jobs=jobs,
+                on_result=keep)
+    finally:
+        queue.put(None)
+        listener.join()
+        _SHARED = None
+    return [r for r in results if r is not None]
+
+
+def _run_in_worker(scheduler: str) -> tuple[RunResult, dict[str, float]]:
+    """In a forked worker: one scheduler on the inherited point; its result and the SLO memo
+    entries it computed."""
+    assert _SHARED is not None, "workers are forked by _run_parallel"
+    p, record_flows, queue = _SHARED
+    store = p.isolated.store if p.isolated is not None else None
+    if store is not None:
+        store.new.clear()  # what the driver had not saved yet is the driver's to save
+    result = run_scheduler(p, scheduler, record_flows=record_flows,
+                           progress=lambda done, total: queue.put((scheduler, done, total)))
+    return result, dict(store.new) if store is not None else {}

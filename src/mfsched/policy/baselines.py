@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from .._jit import njit
 from .base import SCHEDULERS, Policy, PolicyConfig
 from .types import MAX_RANK, Decision, FlowInfo, Priority, ProgressView
 
@@ -25,6 +28,7 @@ __all__ = ["EDF", "PIAS", "SJF", "Karuna", "SizeThresholdConfig", "size_level"]
 
 _NOTHING = Decision()
 _NS = 1e-9
+_INF = float("inf")
 
 
 def _size_rank(size_bytes: float) -> int:
@@ -164,35 +168,87 @@ class Karuna(Policy):
 @SCHEDULERS.register("pias", help="PIAS: MLFQ demoting flows as their sent bytes cross "
                                   "thresholds (size-agnostic)")
 class PIAS(Policy):
+    """Each decision looks at every active flow (the bytes it has sent decide its level), in
+    one compiled pass (:func:`_pias_walk`) over the network's arrays when the progress view
+    offers them (``flow_arrays``, the simulator's network), else over the flows' getters.
+    Levels and sizes live in arrays indexed by flow id (ids are small counters)."""
+
     name = "pias"
     config_cls = SizeThresholdConfig
 
     def __init__(self, config: SizeThresholdConfig | None = None) -> None:
         super().__init__(config)
         self.thresholds = self.config.thresholds(self.config.num_levels)
-        self.flows: dict[int, tuple[float, int]] = {}  # id -> (size, level)
+        self._thresholds = np.array(self.thresholds, dtype=np.float64)
+        self.flows: set[int] = set()
+        self._size = np.zeros(64)  # by flow id
+        self._level = np.zeros(64, dtype=np.int64)
+        self._changed = np.empty(64, dtype=np.int64)
         self._new: list[int] = []
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
-        self.flows[flow.flow_id] = (flow.size_bytes, 0)
-        self._new.append(flow.flow_id)
+        fid = flow.flow_id
+        if fid >= len(self._size):
+            grown = max(2 * len(self._size), fid + 1)
+            self._size = np.concatenate([self._size, np.zeros(grown - len(self._size))])
+            self._level = np.concatenate([self._level,
+                                          np.zeros(grown - len(self._level), dtype=np.int64)])
+        self._size[fid] = flow.size_bytes
+        self._level[fid] = 0
+        self.flows.add(fid)
+        self._new.append(fid)
 
     def on_flow_complete(self, flow_id: int, now_s: float) -> None:
-        self.flows.pop(flow_id, None)
+        self.flows.discard(flow_id)
 
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
         prios = {fid: Priority(0) for fid in self._new}
         self._new.clear()
-        wake = float("inf")
-        for fid, (size, level) in self.flows.items():
-            rate = progress.rate_bytes_per_s(fid)
-            # what the flow sends in the next nanosecond counts as sent already, so a
-            # wake-up at a predicted crossing always demotes (time must move forward)
-            sent = size - progress.remaining_bytes(fid) + rate * _NS + 1.0
-            new = max(level, size_level(sent, self.thresholds))
-            if new != level:
-                self.flows[fid] = (size, new)
-                prios[fid] = Priority(new)
-            if new < len(self.thresholds) and self.thresholds[new] < size and rate > 0:
-                wake = min(wake, now_s + max((self.thresholds[new] - sent) / rate, _NS))
-        return Decision(priorities=prios, wake_s=None if wake == float("inf") else wake)
+        bulk = getattr(progress, "flow_arrays", None)
+        if bulk is not None:
+            ids, remaining, rates = bulk()
+        else:
+            ids = np.fromiter(self.flows, dtype=np.int64, count=len(self.flows))
+            remaining = np.array([progress.remaining_bytes(int(f)) for f in ids])
+            rates = np.array([progress.rate_bytes_per_s(int(f)) for f in ids])
+        if len(self._changed) < len(ids):
+            self._changed = np.empty(2 * len(ids), dtype=np.int64)
+        changed, wake = _pias_walk(ids, remaining, rates, self._size, self._level,
+                                   self._thresholds, now_s, self._changed)
+        for fid in self._changed[:changed].tolist():
+            prios[fid] = Priority(int(self._level[fid]))
+        return Decision(priorities=prios, wake_s=None if wake == _INF else wake)
+
+
+@njit
+def _pias_walk(ids, remaining, rates, size, level, thresholds, now_s, changed):
+    """One decision of PIAS over every flow: demote those whose sent bytes crossed their
+    level's threshold (their ids go to ``changed``, their levels to ``level``); returns how
+    many changed and the earliest predicted crossing (inf if none)."""
+    n_levels = len(thresholds)
+    count = 0
+    wake = _INF
+    for i in range(len(ids)):
+        fid = ids[i]
+        size_bytes = size[fid]
+        rate = rates[i]
+        # what the flow sends in the next nanosecond counts as sent already, so a wake-up at
+        # a predicted crossing always demotes (time must move forward)
+        sent = size_bytes - remaining[i] + rate * _NS + 1.0
+        new = 0
+        while new < n_levels and not sent < thresholds[new]:  # size_level(sent)
+            new += 1
+        old = level[fid]
+        if new < old:
+            new = old
+        if new != old:
+            level[fid] = new
+            changed[count] = fid
+            count += 1
+        if new < n_levels and thresholds[new] < size_bytes and rate > 0:
+            step = (thresholds[new] - sent) / rate
+            if step < _NS:
+                step = _NS
+            if now_s + step < wake:
+                wake = now_s + step
+    return count, wake

@@ -106,26 +106,75 @@ def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps
     local_of = np.full(len(capacity), -1, dtype=np.int64)
     frozen = np.zeros(len(keys), dtype=np.bool_)
     order = rows[np.argsort(keys[rows], kind="mergesort")]
+    # scratch arrays of every class's filling, allocated once per call: with thousands of
+    # small classes (distinct ranks), allocating them per class was most of the cost
+    entries = 0
+    for f in rows:
+        entries += nlinks[f]
+    scratch_ints = np.empty((5, entries + 1), dtype=np.int64)
+    scratch_demand = np.empty(entries)
+    scratch_capped = np.empty(n, dtype=np.int64)
     i = 0
     while i < n:
         key = keys[order[i]]
         j = i
         while j < n and keys[order[j]] == key:
             j += 1
-        _fill_class(capacity, residual, local_of, frozen, rates, order[i:j], links, weights,
-                    nlinks, caps, shares)
+        if j > i + 1 or not _fill_single(residual, rates, order[i], links, weights, nlinks,
+                                         caps, shares):
+            _fill_class(capacity, residual, local_of, frozen, rates, order[i:j], links,
+                        weights, nlinks, caps, shares, scratch_ints, scratch_demand,
+                        scratch_capped)
         i = j
+
+
+@njit(inline="always")
+def _fill_single(residual, rates, f, links, weights, nlinks, caps, shares):
+    """A class of one uncapped flow over distinct links, each with a positive demand: the
+    general filling's single step (:func:`_fill_class`) with the same arithmetic in the same
+    order (level 0, the first link with the least headroom, the flow frozen there), without
+    the class's link index and without a call (inlined: passing a dozen arrays to a compiled
+    call costs more than the step). Returns False, doing nothing, for any other flow."""
+    if caps[f] < _INF:
+        return False
+    best = _INF
+    level = 0.0
+    for k in range(nlinks[f]):
+        d = 0.0 + weights[f, k] * shares[f]
+        if d <= 1e-12:
+            return False
+        g = links[f, k]
+        for k2 in range(k):
+            if links[f, k2] == g:
+                return False
+        headroom = residual[g] - level * d
+        if headroom < 0.0:
+            headroom = 0.0
+        if headroom < best * d:
+            best = headroom / d
+    level += best
+    rate = level * shares[f]
+    rates[f] = rate
+    for k in range(nlinks[f]):
+        g = links[f, k]
+        residual[g] -= rate * weights[f, k]
+        if residual[g] < 0.0:
+            residual[g] = 0.0
+    return True
 
 
 @njit
 def _fill_class(capacity, residual, local_of, frozen, rates, members, links, weights, nlinks,
-                caps, shares):
+                caps, shares, scratch_ints, scratch_demand, scratch_capped):
     """Progressive filling of one class on ``residual`` capacity (updated in place).
 
     The level rises; an unfrozen flow's rate is its share times the level. Per-link demand
     (sum of weight x share of unfrozen flows) is kept incrementally and a
     link -> flows index finds the flows to freeze, so one filling step costs O(links of the
-    class + entries of the flows it freezes).
+    class + entries of the flows it freezes). The ``scratch_*`` arrays are the caller's, at
+    least as long as the class's entries (rows 0-4 of ``scratch_ints``: link numbering,
+    fan-out offsets, link -> flows index, fill pointers, links with demand) and members
+    (``scratch_capped``).
     """
     n_members = len(members)
     # local link numbering and demand
@@ -133,9 +182,11 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     count = 0
     for f in members:
         count += nlinks[f]
-    glob = np.empty(count, dtype=np.int64)
-    demand = np.zeros(count)
-    fan = np.zeros(count + 1, dtype=np.int64)
+    glob = scratch_ints[0, :count]
+    demand = scratch_demand[:count]
+    demand[:] = 0.0
+    fan = scratch_ints[1, :count + 1]
+    fan[:] = 0
     for f in members:
         for k in range(nlinks[f]):
             g = links[f, k]
@@ -149,8 +200,9 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
             fan[loc + 1] += 1
     for loc in range(n_local):
         fan[loc + 1] += fan[loc]
-    flows_of = np.empty(fan[n_local], dtype=np.int64)
-    fill = fan[:n_local].copy()
+    flows_of = scratch_ints[2, :fan[n_local]]
+    fill = scratch_ints[3, :n_local]
+    fill[:] = fan[:n_local]
     for f in members:
         for k in range(nlinks[f]):
             loc = local_of[links[f, k]]
@@ -161,13 +213,14 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     for f in members:
         if caps[f] < _INF:
             n_capped += 1
-    capped = np.empty(n_capped, dtype=np.int64)
+    capped = scratch_capped[:n_capped]
     c = 0
     for f in members:
         if caps[f] < _INF:
             capped[c] = f
             c += 1
-    capped = capped[np.argsort(caps[capped] / shares[capped], kind="mergesort")]
+    if n_capped > 1:
+        capped = capped[np.argsort(caps[capped] / shares[capped], kind="mergesort")]
     cap_ptr = 0
     left = n_members
     level = 0.0
@@ -178,6 +231,13 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     # cap step (no link can be the best or within tolerance) and the two scans over the
     # class's links would change nothing: the step then costs O(1), with the same arithmetic.
     bound = -_INF
+    # the links with demand, in numbering order (both scans skip the others anyway)
+    active = scratch_ints[4, :n_local]
+    n_active = 0
+    for loc in range(n_local):
+        if demand[loc] > 1e-12:
+            active[n_active] = loc
+            n_active += 1
     while left > 0:
         while cap_ptr < n_capped and frozen[capped[cap_ptr]]:
             cap_ptr += 1
@@ -195,7 +255,8 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                 continue
         best = _INF
         best_loc = -1
-        for loc in range(n_local):
+        for a in range(n_active):
+            loc = active[a]
             d = demand[loc]
             if d > 1e-12:
                 headroom = residual[glob[loc]] - level * d
@@ -220,7 +281,9 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                                               caps, shares)
         left -= frozen_caps
         bound = _INF
-        for loc in range(n_local):
+        kept = 0
+        for a in range(n_active):
+            loc = active[a]
             if demand[loc] > 1e-12 and (loc == best_loc or residual[glob[loc]]
                                         - level * demand[loc] <= _REL_TOL * capacity[glob[loc]]):
                 for e in range(fan[loc], fan[loc + 1]):
@@ -233,6 +296,9 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
                 b = (residual[g] - _REL_TOL * capacity[g]) / demand[loc]
                 if b < bound:
                     bound = b
+                active[kept] = loc
+                kept += 1
+        n_active = kept  # demand only falls: a link without any stays out of both scans
     for loc in range(n_local):
         local_of[glob[loc]] = -1
 

@@ -35,14 +35,15 @@ from .._jit import njit
 from ..policy.types import Priority
 from .allocation import allocate_rows, allocate_subset, priority_key
 
-__all__ = ["FluidNetwork"]
+__all__ = ["FluidNetwork", "load_kernels"]
 
 _TIME_EPS_S = 1e-9  # flows that would finish within 1 ns are complete
 _BYTE_EPS = 1e-6
 _UNSET = -1
 _INF = float("inf")
 # rows of FluidNetwork._ints and ._floats
-_NLINKS, _KEY = 0, 1
+_NLINKS, _KEY, _ID = 0, 1, 2
+_NINTS = 3
 _SIZE, _REMAINING, _RATE, _CAP, _SHARE = 0, 1, 2, 3, 4
 _NFLOATS = 5
 # Reserved (paced) load per link is kept in fixed point, in units of 2^-48 of the link's
@@ -71,7 +72,7 @@ class FluidNetwork:
         self._unset = 0  # flows still waiting for their first priority
         self._links = np.zeros((64, 8), dtype=np.int64)
         self._weights = np.zeros((64, 8))
-        self._ints = np.zeros((2, 64), dtype=np.int64)
+        self._ints = np.zeros((_NINTS, 64), dtype=np.int64)
         self._floats = np.zeros((_NFLOATS, 64))
         self._done_buf = np.empty(64, dtype=np.int64)
         self._paced = 0  # flows with a rate cap
@@ -84,7 +85,7 @@ class FluidNetwork:
         n = len(self._ids)
         links = np.zeros((slots, width), dtype=np.int64)
         weights = np.zeros((slots, width))
-        ints = np.zeros((2, slots), dtype=np.int64)
+        ints = np.zeros((_NINTS, slots), dtype=np.int64)
         floats = np.zeros((_NFLOATS, slots))
         w = self._links.shape[1]
         links[:n, :w] = self._links[:n]
@@ -115,8 +116,8 @@ class FluidNetwork:
         self._ids.append(flow_id)
         self._prio.append(None)
         self._unset += 1
-        _put_row(self._links, self._weights, self._ints, self._floats, n, links, weights,
-                 size_bytes, share)
+        _put_row(self._links, self._weights, self._ints, self._floats, n, flow_id, links,
+                 weights, size_bytes, share)
         if priority is not None:
             self.set_priority(flow_id, priority)
         self.dirty = True
@@ -175,6 +176,17 @@ class FluidNetwork:
 
     def rate_bytes_per_s(self, flow_id: int) -> float:
         return float(self._floats[_RATE, self._pos[flow_id]])
+
+    def flow_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every flow's id, remaining bytes and rate (bytes/s), in slot order: read-only
+        views, valid until the network next changes (the bulk form of the two getters above,
+        for policies that look at every flow at each decision, :class:`~mfsched.policy.PIAS`).
+        """
+        n = len(self._ids)
+        views = (self._ints[_ID, :n], self._floats[_REMAINING, :n], self._floats[_RATE, :n])
+        for v in views:
+            v.flags.writeable = False
+        return views
 
     # --- time --------------------------------------------------------------------------------
 
@@ -254,6 +266,22 @@ class FluidNetwork:
         for fid in ids:
             self._remove_at(self._pos[fid])
         return ids
+
+
+def load_kernels() -> None:
+    """Compile (first run) or load (from numba's cache) every kernel of the network now, on a
+    toy network: the runner calls it before it forks parallel workers, which then inherit the
+    compiled code instead of each compiling or loading it again."""
+    for contention_free in (False, True):
+        net = FluidNetwork(np.array([4.0, 4.0]), contention_free=contention_free)
+        net.add(1, np.array([0, 1], dtype=np.int64), np.ones(2), 2.0, Priority(0))
+        net.add(2, np.array([0], dtype=np.int64), np.ones(1), 1.0, Priority(1))
+        net.add(3, np.array([1], dtype=np.int64), np.ones(1), 1.0, Priority(2))
+        net.set_rate_cap(1, 1.0)  # the paced path
+        net.advance(net.reallocate() / 2)
+        net.set_rate_cap(1, None)  # the full filling
+        net.advance_and_pop(net.reallocate())
+        net.pop_completed()
 
 
 @njit
@@ -356,13 +384,15 @@ def _advance_done(floats, n, dt, time_eps, byte_eps, out):
 
 
 @njit
-def _put_row(links, weights, ints, floats, i, row_links, row_weights, size_bytes, share):
+def _put_row(links, weights, ints, floats, i, flow_id, row_links, row_weights, size_bytes,
+             share):
     k = len(row_links)
     for j in range(k):
         links[i, j] = row_links[j]
         weights[i, j] = row_weights[j]
     ints[_NLINKS, i] = k
     ints[_KEY, i] = _UNSET
+    ints[_ID, i] = flow_id
     floats[_SIZE, i] = size_bytes
     floats[_REMAINING, i] = size_bytes
     floats[_RATE, i] = 0.0
@@ -375,7 +405,7 @@ def _move_row(links, weights, ints, floats, src, dst):
     for j in range(ints[_NLINKS, src]):
         links[dst, j] = links[src, j]
         weights[dst, j] = weights[src, j]
-    for r in range(2):
+    for r in range(_NINTS):
         ints[r, dst] = ints[r, src]
     for r in range(_NFLOATS):
         floats[r, dst] = floats[r, src]

@@ -46,10 +46,12 @@ from ..workload.requests import Request
 from ..workload.router import Router, Routing
 from ..workload.stages import BatchPlan, Chunk, CollectiveStep, ComputeStep, Member, StagePlanner
 from .engine import Engine, EventKind
+from .slomemo import SloStore, route_class
 from .topology import Topology
 from .transfer import Transfer
 
-__all__ = ["IsolatedTtft", "Serving", "ServingConfig", "SimCluster", "SimStats", "SloFn"]
+__all__ = ["IsolatedTtft", "Serving", "ServingConfig", "SimCluster", "SimStats", "SloFn",
+           "WarmCaches", "prewarm"]
 
 SloFn = Callable[[Request, Routing], float]
 
@@ -180,8 +182,57 @@ def _add_ports(acc: dict[int, float], port_bytes) -> None:
         acc[port] = acc.get(port, 0.0) + size
 
 
+def _router(cluster: SimCluster) -> Router:
+    serving = cluster.serving
+    return Router([[u.unit_id for u in inst] for inst in cluster.deployment.instances],
+                  serving.max_batched_tokens, serving.router_overlap_weight,
+                  serving.remote_reuse)
+
+
+@dataclass(frozen=True)
+class WarmCaches:
+    """The prefix caches after a stream's history, and when each unit last received one of
+    its requests (the router's round robin). Built once per request stream by :func:`prewarm`
+    and copied into every run (:meth:`copy`), so the history is routed once, not per run."""
+
+    caches: PrefixCaches
+    last_routed: np.ndarray
+
+    def copy(self) -> WarmCaches:
+        return WarmCaches(self.caches.copy(), self.last_routed.copy())
+
+
+def prewarm(cluster: SimCluster, history: Sequence[Request], block_tokens: int) -> WarmCaches:
+    """Put what a running service would have cached: route each past request with the router
+    itself and insert its blocks on the chosen unit. No time is simulated; the load the router
+    sees is a proxy: each unit's pending work is what the last round of placements (one per
+    unit) put on it. (Simplification: the past's real queues are not known; with no load at
+    all every request would follow its shared system prompt.)"""
+    units = cluster.deployment.units
+    caches = PrefixCaches(len(units), cluster.kv_cache_tokens_per_unit // block_tokens)
+    router = _router(cluster)
+    last_routed = np.full(len(units), -1)
+    recent: deque[tuple[int, int]] = deque()
+    pending = np.zeros(len(units))
+    for i, req in enumerate(history):
+        route = router.route(req, caches, pending, last_routed)
+        last_routed[route.unit] = i - len(history)
+        new = route.new_tokens(req)
+        pending[route.unit] += new
+        recent.append((route.unit, new))
+        if len(recent) > len(units):
+            unit, done = recent.popleft()
+            pending[unit] -= done
+        caches.touch(route.unit, req.block_hashes)
+    return WarmCaches(caches, last_routed)
+
+
 class Serving:
-    """One simulation run of a request stream on a cluster under one policy."""
+    """One simulation run of a request stream on a cluster under one policy.
+
+    The prefix caches start from ``warm`` (a copy of it) or, without it, from routing
+    ``history`` afresh (:func:`prewarm`).
+    """
 
     def __init__(self, cluster: SimCluster, policy: Policy | None, requests: Sequence[Request],
                  slo_fn: SloFn, *, warmup: int, evaluated: int,
@@ -189,7 +240,7 @@ class Serving:
                  history: Sequence[Request] = (), check_invariants: bool = False,
                  record_flows: bool = False,
                  progress: Callable[[int, int], None] | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, warm: WarmCaches | None = None) -> None:
         self.c = cluster
         self.model = cluster.deployment.model
         self.units = cluster.deployment.units
@@ -207,17 +258,15 @@ class Serving:
             engine = Engine(cluster.topology.capacity_bytes_per_s, policy, check_invariants,
                             record_flows, cluster.serving.contention_free)
         self.engine = engine
-        block_tokens = requests[0].block_tokens if requests else 16
-        self.caches = PrefixCaches(len(self.units),
-                                   cluster.kv_cache_tokens_per_unit // block_tokens)
         self.queues: list[deque[_RequestRun]] = [deque() for _ in self.units]
         self.pending = np.zeros(len(self.units))
-        serving = cluster.serving
-        self.router = Router([[u.unit_id for u in inst] for inst in cluster.deployment.instances],
-                             serving.max_batched_tokens, serving.router_overlap_weight,
-                             serving.remote_reuse)
-        self.last_routed = np.full(len(self.units), -1)
-        self._prewarm(history)
+        self.router = _router(cluster)
+        if warm is None:
+            warm = prewarm(cluster, history, requests[0].block_tokens if requests else 16)
+        else:
+            warm = warm.copy()
+        self.caches = warm.caches
+        self.last_routed = warm.last_routed
         self.busy = [False] * len(cluster.deployment.instances)
         self.next_batch_id = 0
         self.evaluated_done = 0
@@ -271,25 +320,6 @@ class Serving:
             self._arrive(payload)
 
     # --- arrivals and routing -----------------------------------------------------------------
-
-    def _prewarm(self, history: Sequence[Request]) -> None:
-        """Put what a running service would have cached: route each past request with the
-        router itself and insert its blocks on the chosen unit. No time is simulated; the load
-        the router sees is a proxy: each unit's pending work is what the last round of
-        placements (one per unit) put on it. (Simplification: the past's real queues are not
-        known; with no load at all every request would follow its shared system prompt.)"""
-        recent: deque[tuple[int, int]] = deque()
-        pending = np.zeros(len(self.units))
-        for i, req in enumerate(history):
-            route = self.router.route(req, self.caches, pending, self.last_routed)
-            self.last_routed[route.unit] = i - len(history)
-            new = route.new_tokens(req)
-            pending[route.unit] += new
-            recent.append((route.unit, new))
-            if len(recent) > len(self.units):
-                unit, done = recent.popleft()
-                pending[unit] -= done
-            self.caches.touch(route.unit, req.block_hashes)
 
     def _arrive(self, index: int) -> None:
         req = self.requests[index]
@@ -552,21 +582,38 @@ class IsolatedTtft:
     """TTFT of a request alone on the idle cluster, with the routing it got (memoised).
 
     Runs the same simulator with only that request and fair sharing, so the SLO reference
-    includes the request's own contention between its stages but nothing else.
+    includes the request's own contention between its stages but nothing else. Memoised by
+    what determines the result (:mod:`mfsched.sim.slomemo`): the token counts and the route's
+    class (equivalent routes of any instance share an entry), in ``store`` (in memory by
+    default; the runner passes the cluster's on-disk store, shared by its scheduler runs).
     """
 
-    def __init__(self, cluster: SimCluster) -> None:
+    def __init__(self, cluster: SimCluster, store: SloStore | None = None) -> None:
         self.cluster = cluster
-        self._memo: dict[tuple, float] = {}
+        self.store = SloStore() if store is None else store
+        self._classes: dict[tuple[int, int], str] = {}
+        self.runs = 0  # isolated simulations this object ran (the memo's misses)
+
+    def key(self, req: Request, route: Routing) -> str:
+        where = (route.unit, route.remote_unit)
+        shape = self._classes.get(where)
+        if shape is None:
+            shape = self._classes[where] = route_class(self.cluster, *where)
+        return f"{req.input_tokens},{route.local_tokens},{route.remote_tokens},{shape}"
 
     def __call__(self, req: Request, route: Routing) -> float:
-        key = (route.unit, route.remote_unit, req.input_tokens, route.local_tokens,
-               route.remote_tokens)
-        ttft = self._memo.get(key)
+        key = self.key(req, route)
+        ttft = self.store.get(key)
         if ttft is None:
-            alone = replace(req, request_id=0, arrival_s=0.0)
-            solo = Serving(self.cluster, FairSharing(), [alone], lambda _r, _rt: float("inf"),
-                           warmup=0, evaluated=1, forced_routes={0: route})
-            records, _ = solo.run()
-            ttft = self._memo[key] = records.requests[0].ttft_s
+            ttft = self.simulate(req, route)
+            self.store.put(key, ttft)
         return ttft
+
+    def simulate(self, req: Request, route: Routing) -> float:
+        """The isolated run itself, without the memo."""
+        self.runs += 1
+        alone = replace(req, request_id=0, arrival_s=0.0)
+        solo = Serving(self.cluster, FairSharing(), [alone], lambda _r, _rt: float("inf"),
+                       warmup=0, evaluated=1, forced_routes={0: route})
+        records, _ = solo.run()
+        return records.requests[0].ttft_s

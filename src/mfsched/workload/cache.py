@@ -6,7 +6,8 @@ the number of its leading blocks that unit holds. The global index answers "whic
 the longest prefix" in one pass over the request's blocks, which the KV-aware router and
 Stage-1 (remote reuse) need for every arrival.
 
-Callers: :mod:`mfsched.workload.router` (lookups), the serving model (insert after prefill).
+Callers: :mod:`mfsched.workload.router` (lookups), the serving model (insert after prefill;
+a warmed state is copied into each run).
 """
 
 from __future__ import annotations
@@ -67,3 +68,12 @@ class PrefixCaches:
 
     def size(self, unit: int) -> int:
         return len(self._lru[unit])
+
+    def copy(self) -> PrefixCaches:
+        """An independent copy with the same contents and LRU order (a warmed state is built
+        once and copied into every run, :func:`mfsched.sim.serving.prewarm`)."""
+        other = PrefixCaches.__new__(PrefixCaches)
+        other.capacity_blocks = self.capacity_blocks
+        other._lru = [lru.copy() for lru in self._lru]
+        other._holders = {b: units.copy() for b, units in self._holders.items()}
+        return other
