@@ -43,10 +43,11 @@ class Daemons:
                                lambda addrs, ev: MemoryTransport(fabric, addrs, ev))
                         for h in range(2)]
         for d in self.daemons:
-            self.call(d.start())
+            self.call(d.start(), 120)  # (a daemon's start compiles its PCIe lanes: slow when
+            #                             the namespace tests run beside this one)
 
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+    def call(self, coro, timeout_s: float = 10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
     def stats(self, h: int) -> dict[str, float]:
         async def get():
