@@ -39,7 +39,7 @@ class MemoryCluster:
 
     def __init__(self, tmp: Path, servers: int, nics: int = 1, gpus_per_server: int = 4,
                  coordinator: bool = False, delay_s: float = 0.0, pcie: float = 1e9,
-                 control_limits: ControlLimits | None = None) -> None:
+                 control_limits: ControlLimits | None = None, **config) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -51,7 +51,7 @@ class MemoryCluster:
             Daemon(DaemonConfig(h, self.paths[h], nics=nics, gpus_per_server=gpus_per_server,
                                 address_base="m", pcie_bytes_per_s=pcie,
                                 coordinator_path=self.coord_path,
-                                control_limits=control_limits or ControlLimits()),
+                                control_limits=control_limits or ControlLimits(), **config),
                    lambda addrs, ev: MemoryTransport(self.fabric, addrs, ev))
             for h in range(servers)]
         if self.coordinator is not None:

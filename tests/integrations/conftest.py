@@ -56,7 +56,8 @@ def vllm_version() -> str:
     return vllm.__version__
 
 
-def _vllm_config(model_dir: str, inner: dict, kv_role: str, mfs: dict | None = None):
+def _vllm_config(model_dir: str, inner: dict, kv_role: str, mfs: dict | None = None,
+                 connector: str = "MFSConnector", module: str = MODULE):
     from vllm.config import (
         CacheConfig,
         DeviceConfig,
@@ -71,7 +72,7 @@ def _vllm_config(model_dir: str, inner: dict, kv_role: str, mfs: dict | None = N
                             is_encoder_decoder=False, enable_chunked_prefill=True)
     cache = CacheConfig(block_size=BLOCK, cache_dtype="auto", enable_prefix_caching=True)
     transfer = KVTransferConfig(
-        kv_connector="MFSConnector", kv_connector_module_path=MODULE, kv_role=kv_role,
+        kv_connector=connector, kv_connector_module_path=module, kv_role=kv_role,
         kv_connector_extra_config={"inner": inner, "mfs": mfs or {}})
     return VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache,
                       kv_transfer_config=transfer, device_config=DeviceConfig("cpu"))
@@ -100,8 +101,8 @@ def vllm_env(tiny_model_dir):
 
     init_none_hash(sha256)
 
-    def config(inner: dict, kv_role: str = "kv_both", mfs: dict | None = None):
-        return _vllm_config(tiny_model_dir, inner, kv_role, mfs)
+    def config(inner: dict, kv_role: str = "kv_both", mfs: dict | None = None, **connector):
+        return _vllm_config(tiny_model_dir, inner, kv_role, mfs, **connector)
 
     def scheduler(vllm_config, num_blocks: int = 200):
         vllm_config.cache_config.num_gpu_blocks = num_blocks

@@ -66,7 +66,9 @@ def test_bad_settings_fail_at_start_up(vllm_env):
             KVConnectorRole.SCHEDULER, kcc)
     with pytest.raises(UserError, match="inner"):
         vllm_env.factory.create_connector(vllm_env.config({}), KVConnectorRole.SCHEDULER, kcc)
-    with pytest.raises(NotImplementedError, match="daemon"):
+    from mfsched.dataplane.client import DaemonUnavailable
+
+    with pytest.raises(DaemonUnavailable, match=r"mfsched daemon at /run/mfsched\.sock"):
         vllm_env.factory.create_connector(
             vllm_env.config({"kv_connector": "ExampleConnector"},
                             mfs={"gate": "daemon:/run/mfsched.sock"}),

@@ -45,6 +45,7 @@ from ..policy.types import Priority
 from .auth import RunKey
 from .control import ControlClient, ControlServer
 from .coordlink import CoordinatorLink
+from .kvstore import PayloadSource, ReceiveStore
 from .limits import ControlLimits, DataLimits, GuardStats
 from .localsock import SocketAccess
 from .pcie import PcieLanes
@@ -57,7 +58,8 @@ __all__ = ["Daemon", "DaemonConfig", "main"]
 
 log = logging.getLogger("mfsched.daemon")
 
-DRIVER_TYPES = RUNTIME_EVENTS | {"hello", "stats", "shutdown"}
+KV_TYPES = frozenset({"kv_claim", "kv_release"})  # a runtime taking KV flows it received
+DRIVER_TYPES = RUNTIME_EVENTS | KV_TYPES | {"hello", "stats", "shutdown"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class DaemonConfig:
     data_limits: DataLimits = field(default_factory=DataLimits)
     control_limits: ControlLimits = field(default_factory=ControlLimits)
     socket_group: str | None = None  # None: the control socket is 0600
+    kv_store_bytes: int = 1 << 30  # received KV flows held until a local runtime takes them
+    kv_ttl_s: float = 60.0  # unclaimed (or stalled) received KV flows are freed after this
 
     def address(self, server: int, nic: int) -> str:
         # interned: every member keeps its two addresses, and there may be 100,000 members
@@ -119,7 +123,12 @@ class Daemon:
             lambda addrs, events: TcpTransport(addrs, cfg.data_port, events, key=cfg.key,
                                                limits=cfg.data_limits, guard=self.guard))
         self.transport = factory(cfg.addresses, self)
+        self.payloads = PayloadSource()
+        self.kv_store = ReceiveStore(cfg.kv_store_bytes, cfg.kv_ttl_s,
+                                     on_forget=self.transport.ledger.forget)
+        self.transport.use_payloads(self.payloads, self.kv_store)
         await self.transport.start()
+        self._sweep_handle = self.loop.call_later(self._sweep_every_s(), self._sweep)
         self.sender = SendScheduler(self.transport, cfg.sender, self._hw_class,
                                     self._member_done)
         PcieLanes(cfg.pcie_bytes_per_s, cfg.gpus_per_server).warm_up()
@@ -142,17 +151,28 @@ class Daemon:
 
     async def stop(self) -> None:
         self.control.close()
+        self._sweep_handle.cancel()
         if self.run is not None:
             self.run.close()
         if self.coordinator is not None:
             self.coordinator.close()
         await self.transport.close()
+        self.payloads.close()
+        self.kv_store.close()
+
+    def _sweep_every_s(self) -> float:
+        return min(1.0, self.config.kv_ttl_s / 4)
+
+    def _sweep(self) -> None:
+        self.kv_store.sweep()
+        self._sweep_handle = self.loop.call_later(self._sweep_every_s(), self._sweep)
 
     # --- the local API ---------------------------------------------------------------------------
 
     def _client_gone(self, client: ControlClient) -> None:
         if client is self.driver:
             self.driver = None
+        self.kv_store.owner_gone(client)
 
     def _handle(self, msg: dict, client: ControlClient) -> None:
         kind = msg["type"]
@@ -162,6 +182,11 @@ class Daemon:
             self.control.send(client, {"type": "stats_reply", "stats": self._stats_pairs()})
         elif kind == "shutdown":
             self.request_stop()
+        elif kind == "kv_claim":
+            self.control.send(client, {"type": "kv_ready",
+                                       "flows": self.kv_store.claim(msg["flow_ids"], client)})
+        elif kind == "kv_release":
+            self.kv_store.release(msg["flow_ids"], client)
         elif self.run is None:
             raise ProtocolError("no run configured: send hello first")
         else:
@@ -180,6 +205,7 @@ class Daemon:
                 self._new_run(msg)
             self.driver = client
         self.control.send(client, {"type": "welcome", "server": self.config.server,
+                                   "gpus_per_server": self.config.gpus_per_server,
                                    "pid": os.getpid(),
                                    "run_id": self.run.run_id if self.run else ""})
 
@@ -189,7 +215,7 @@ class Daemon:
             self.run.close()
         self.run = RunState(msg, self.config, self.sender, self.loop,
                             to_runtime=self._to_driver, coordinator=self.coordinator,
-                            stats=self.stats)
+                            stats=self.stats, payloads=self.payloads)
         if self.coordinator is not None:
             self.coordinator.reset()
         log.info("run %s: scheduler %s", self.run.run_id, msg.get("scheduler"))
@@ -243,6 +269,8 @@ class Daemon:
                   ("errors", float(self.control.errors + self.policy_errors))]
         pairs += self.transport.as_pairs()
         pairs += self.guard.as_pairs()
+        pairs += self.kv_store.as_pairs()
+        pairs.append(("kv.staged_flows", float(len(self.payloads.segments))))
         pairs.append(("sender.copies", float(self.sender.copies)))
         pairs.append(("sender.promotions", float(self.sender.promotions)))
         pairs.append(("sender.queued_bytes", float(self.sender.queued_bytes())))

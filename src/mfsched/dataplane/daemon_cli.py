@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> tuple[DaemonConfig, str]:
                      help="accept and open data connections without authentication")
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="a resource limit (see mfsched.dataplane.limits), repeatable")
+    p.add_argument("--kv-store-bytes", type=int, default=DaemonConfig.kv_store_bytes,
+                   help="received KV flows held until a local runtime takes them")
+    p.add_argument("--kv-ttl-s", type=float, default=DaemonConfig.kv_ttl_s,
+                   help="unclaimed or stalled received KV flows are freed after this")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     if a.key_file is None and a.key_fd is None and not a.no_auth:
@@ -63,7 +67,9 @@ def parse_args(argv: list[str] | None) -> tuple[DaemonConfig, str]:
         raise UserError(str(e), where="--chunk-bytes/--window-bytes") from None
     cfg = DaemonConfig(a.server, a.socket, a.port, a.nics, a.gpus_per_server, a.address_base,
                        a.pcie_bytes_per_s, a.coordinator, sender, key, data_limits,
-                       control_limits, a.socket_group)
+                       control_limits, a.socket_group, a.kv_store_bytes, a.kv_ttl_s)
+    if a.kv_store_bytes <= 0 or a.kv_ttl_s <= 0:
+        raise UserError("--kv-store-bytes and --kv-ttl-s must be positive", where="--kv-ttl-s")
     return cfg, a.log_level
 
 

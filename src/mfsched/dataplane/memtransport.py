@@ -40,13 +40,13 @@ class MemoryTransport:
     """
 
     def __init__(self, fabric: MemoryFabric, addrs: list[str], events: TransportEvents, *,
-                 pattern: PayloadPattern | None = None) -> None:
+                 pattern: PayloadPattern | None = None, store=None) -> None:
         self.fabric = fabric
         self.addrs = addrs
         self.events = events
         self.pattern = pattern or PayloadPattern()
         self.stats = TransportStats()
-        self.ledger = RxLedger(self.pattern, self.stats)
+        self.ledger = RxLedger(self.pattern, self.stats, store=store)
         self.unacked: dict[Route, dict[ChunkKey, int]] = {}
         self._handles: dict[Route, list[asyncio.TimerHandle]] = {}
         self._corrupt = 0
@@ -65,6 +65,11 @@ class MemoryTransport:
 
     def as_pairs(self) -> list[tuple[str, float]]:
         return self.stats.as_pairs("transport.") + self.ledger.as_pairs()
+
+    def use_payloads(self, source, store) -> None:
+        """As :meth:`TcpTransport.use_payloads`."""
+        self.pattern = self.ledger.pattern = source
+        self.ledger.store = store
 
     def corrupt_next(self, n: int) -> None:
         self._corrupt += n
@@ -104,7 +109,11 @@ class MemoryTransport:
             self.events.chunk_failed(route, key, f"{route.dst_addr} unreachable")
             self.unacked.get(route, {}).pop(key, None)
             return
-        data = bytes(self.pattern.chunk(key))
+        payload = self.pattern.chunk(key)
+        if payload is None:  # a cancelled KV flow: nothing to deliver, nothing to ack
+            self.unacked.get(route, {}).pop(key, None)
+            return
+        data = bytes(payload)
         crc = zlib.crc32(data)
         if self._corrupt:
             self._corrupt -= 1

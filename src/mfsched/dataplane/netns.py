@@ -56,6 +56,7 @@ __all__ = [
     "fabric",
     "have_netns",
     "list_namespaces",
+    "set_link_rate",
 ]
 
 PREFIX = "mfs-"
@@ -184,21 +185,26 @@ def have_netns() -> str | None:
 # --- building ----------------------------------------------------------------------------------
 
 
-def _htb_lines(dev: str, handle: int, rate_bps: float, mtu: int, queue: int) -> list[str]:
-    """HTB root, one parent at the link rate, NUM_CLASSES strict-priority leaves, DSCP filters."""
+def _class_lines(verb: str, dev: str, handle: int, rate_bps: float, mtu: int) -> list[str]:
+    """The parent class at the link rate and the leaves that borrow up to it (``verb``: add
+    when building, change when the link rate changes)."""
     rate = int(rate_bps)
     burst = max(2 * (mtu + 14), int(rate_bps / 8 * 1e-3))  # about 1 ms at line rate
-    lines = [
-        f"qdisc add dev {dev} root handle {handle}: htb default {0x10 + NUM_CLASSES - 1:x} "
-        f"r2q 1000",
-        f"class add dev {dev} parent {handle}: classid {handle}:1 htb rate {rate}bit "
-        f"ceil {rate}bit burst {burst} cburst {burst}",
-    ]
+    lines = [f"class {verb} dev {dev} parent {handle}: classid {handle}:1 htb rate {rate}bit "
+             f"ceil {rate}bit burst {burst} cburst {burst}"]
+    lines += [f"class {verb} dev {dev} parent {handle}:1 classid {handle}:{0x10 + c:x} htb "
+              f"rate {_LEAF_RATE_BPS}bit ceil {rate}bit burst {burst} cburst {burst} "
+              f"prio {c} quantum {mtu + 14}" for c in range(NUM_CLASSES)]
+    return lines
+
+
+def _htb_lines(dev: str, handle: int, rate_bps: float, mtu: int, queue: int) -> list[str]:
+    """HTB root, one parent at the link rate, NUM_CLASSES strict-priority leaves, DSCP filters."""
+    lines = [f"qdisc add dev {dev} root handle {handle}: htb default {0x10 + NUM_CLASSES - 1:x} "
+             f"r2q 1000"]
+    lines += _class_lines("add", dev, handle, rate_bps, mtu)
     for c in range(NUM_CLASSES):
         leaf = f"{handle}:{0x10 + c:x}"
-        lines.append(f"class add dev {dev} parent {handle}:1 classid {leaf} htb "
-                     f"rate {_LEAF_RATE_BPS}bit ceil {rate}bit burst {burst} cburst {burst} "
-                     f"prio {c} quantum {mtu + 14}")
         lines.append(f"qdisc add dev {dev} parent {leaf} handle {0x100 + c:x}: pfifo "
                      f"limit {queue}")
         lines.append(f"filter add dev {dev} parent {handle}: protocol ip prio {c + 1} u32 "
@@ -250,6 +256,20 @@ def _build(fab: Fabric) -> None:
         _batch("tc", host, host_tc)
     _batch("ip", sw, sw_ip)
     _batch("tc", sw, sw_tc)
+
+
+def set_link_rate(fab: Fabric, rate_bps: float) -> None:
+    """Change the HTB rate of every NIC uplink and switch port of a built fabric in place
+    (connections, daemons and queues stay)."""
+    mtu = fab.spec.mtu
+    sw_tc: list[str] = []
+    for h in range(fab.spec.servers):
+        host_tc: list[str] = []
+        for k in range(fab.spec.nics_per_server):
+            host_tc += _class_lines("change", fab.nic_dev(k), _HOST_HANDLE, rate_bps, mtu)
+            sw_tc += _class_lines("change", fab.port_dev(h, k), _SWITCH_HANDLE, rate_bps, mtu)
+        _batch("tc", fab.host_ns(h), host_tc)
+    _batch("tc", fab.switch_ns, sw_tc)
 
 
 @contextlib.contextmanager

@@ -168,6 +168,25 @@ class Submit(_Message):
     submit_s: _TIME
     local: _list(_MEMBER, 65536)  # this daemon's members: [index, src_gpu, dst_gpu, bytes]
     connections: _int(1, 1024) = 1  # fair shares per member (workload.comm), see sender
+    payload: _str(128) | None = None  # a KV flow's staged bytes: a /dev/shm segment (kvstore)
+    admission: _BOOL = False  # no bytes here: the runtime moves them, asks only the priority
+
+
+class FlowRef(_Message):
+    flow_id: _ID
+
+
+class Priorities(_Message):
+    flows: _list(tuple[_ID, _LEVEL, _int(0, 2**62)], 65536)  # [flow id, level, rank]
+
+
+class FlowIds(_Message):
+    flow_ids: _list(_ID, 65536)
+
+
+class KVReady(_Message):
+    # [flow id, segment name, bytes, wall time (time.time()) its last byte arrived]
+    flows: _list(tuple[_ID, _str(128), _BYTES, _num(0.0, 1e12)], 65536)
 
 
 class Empty(_Message):
@@ -176,6 +195,7 @@ class Empty(_Message):
 
 class Welcome(_Message):
     server: _int(0, 1 << 16)
+    gpus_per_server: _int(1, 1 << 16) = 4  # GPU g is on server g // gpus_per_server
     pid: _int(0, 1 << 31)
     run_id: _str(64)
 
@@ -227,6 +247,11 @@ SCHEMAS: dict[str, type[_Message]] = {
     "hello": Hello, "request": RequestMsg, "request_done": RequestDone, "batch_start": BatchStart,
     "layer_start": LayerStart, "batch_compute_done": BatchRef, "batch_end": BatchRef,
     "submit": Submit, "stats": Empty, "shutdown": Empty,
+    # runtime -> daemon: KV flows (kvstore): take arrived ones, free them, stop sending some
+    "kv_claim": FlowIds, "kv_release": FlowIds, "kv_cancel": FlowIds,
+    "flow_done": FlowRef,  # an admission flow's bytes were moved by the runtime
+    # daemon -> runtime
+    "kv_ready": KVReady, "priorities": Priorities, "kv_cancelled": FlowIds,
     # daemon -> driver
     "welcome": Welcome, "completion": Completion, "pruned": Pruned, "stats_reply": StatsReply,
     "error": Error,

@@ -44,6 +44,7 @@ from ..policy.driver import PolicyDriver
 from ..policy.types import FlowInfo, GlobalOrder, Priority, Stage
 from ..sim.allocation import priority_key
 from ..traffic_classes import DEFAULT_CLASSES
+from .kvstore import PayloadSource, is_kv_flow, segment_name_ok
 from .pcie import PcieClock
 from .protocol import ProtocolError, batch_from, flow_from, request_from
 from .scale import Scale
@@ -60,7 +61,8 @@ log = logging.getLogger("mfsched.daemon")
 
 # runtime messages a run state handles (hello, stats and shutdown are the daemon's)
 RUNTIME_EVENTS = frozenset({"request", "request_done", "batch_start", "layer_start",
-                            "batch_compute_done", "batch_end", "submit"})
+                            "batch_compute_done", "batch_end", "submit", "kv_cancel",
+                            "flow_done"})
 _PROGRESS_BATCH = 10_000  # flows per p2d_progress message (well under the 1 MiB frame limit)
 
 
@@ -70,7 +72,7 @@ def hw_class_of(prio: Priority, num_levels: int) -> int:
 
 
 class _Flow:
-    __slots__ = ("client", "done", "info", "left", "members", "pcie", "wall_s")
+    __slots__ = ("admission", "client", "done", "info", "left", "members", "pcie", "wall_s")
 
     def __init__(self, info: FlowInfo, client: ControlClient | None) -> None:
         self.info = info
@@ -80,6 +82,7 @@ class _Flow:
         self.left = 0
         self.done = False
         self.wall_s = 0.0
+        self.admission = False  # the runtime moves the bytes; the daemon only ranks the flow
 
 
 class RunState:
@@ -88,7 +91,8 @@ class RunState:
     def __init__(self, hello: dict, config: DaemonConfig, sender: SendScheduler,
                  loop: asyncio.AbstractEventLoop, *, to_runtime: Callable[[dict], None],
                  coordinator: CoordinatorLink | None = None, stats: dict | None = None,
-                 policy: Policy | None = None, clock: Callable[[], float] | None = None) -> None:
+                 policy: Policy | None = None, clock: Callable[[], float] | None = None,
+                 payloads: PayloadSource | None = None) -> None:
         self.run_id: str = hello["run_id"]
         self.scale_t = Scale(hello.get("time_scale", 1.0))
         self.scale_b = Scale(hello.get("byte_scale", 1.0))
@@ -103,6 +107,7 @@ class RunState:
         self.coordinator = coordinator
         self.stats = stats if stats is not None else {}
         self._clock = clock
+        self.payloads = payloads  # KV flows' staged segments (kvstore); None: pattern only
         self.pcie = PcieClock(loop, config.pcie_bytes_per_s, config.gpus_per_server,
                               self._pcie_done)
         self.flows: dict[int, _Flow] = {}
@@ -153,6 +158,14 @@ class RunState:
             d.layer_start(msg["batch_id"], msg["layer"], now)
         elif kind == "batch_compute_done":
             d.compute_done(msg["batch_id"], now)
+        elif kind == "kv_cancel":  # answered, so that the runtime frees the staged bytes
+            for fid in msg["flow_ids"]:  # only once the daemon no longer reads them
+                self.cancel(fid)
+            self.to_runtime({"type": "kv_cancelled", "flow_ids": msg["flow_ids"]})
+        elif kind == "flow_done":
+            f = self.flows.get(msg["flow_id"])
+            if f is not None and f.admission:
+                self.member_done(msg["flow_id"])
         if self.coordinator is not None:
             if kind in ("batch_start", "batch_end"):
                 self._report_progress()  # before the event: the coordinator decides on it
@@ -189,11 +202,22 @@ class RunState:
             else:
                 flow.members.append(MemberTx(fid, index, s_nic, cfg.address(s_server, s_nic),
                                              cfg.address(d_server, d_nic), real,
-                                             msg["connections"]))
+                                             msg.get("connections", 1)))
         flow.left = len(flow.members) + len(flow.pcie)
+        if msg.get("admission"):
+            if flow.left:
+                raise ProtocolError("submit.local: an admission flow has no members here")
+            flow.admission, flow.left = True, 1
         if not flow.left:
             raise ProtocolError("submit.local: no members")
-        self.driver.submit(info, now)  # may refuse (an unknown batch): then nothing is kept
+        if msg.get("payload") is not None:
+            self._attach_payload(fid, msg["payload"], flow)
+        try:
+            self.driver.submit(info, now)  # may refuse (an unknown batch): nothing is kept
+        except Exception:
+            if self.payloads is not None:
+                self.payloads.detach(fid)
+            raise
         self.flows[fid] = flow
         if client is not None:
             client.pending_flows += 1
@@ -202,7 +226,7 @@ class RunState:
         for m in flow.members:
             self.sender.add(m)
         for index, src, dst, real in flow.pcie:
-            self.pcie.add((fid, index), src, dst, real, share=msg["connections"])
+            self.pcie.add((fid, index), src, dst, real, share=msg.get("connections", 1))
         self.stats["flows"] = self.stats.get("flows", 0) + 1
         self.stats["bytes_submitted"] = self.stats.get("bytes_submitted", 0) + \
             sum(m.total for m in flow.members) + sum(b for *_, b in flow.pcie)
@@ -212,6 +236,38 @@ class RunState:
                 "type": "p2d_submit", "flow_id": fid, "request_id": info.request_ids[0],
                 "batch_id": info.batch_id, "layer": info.layer,
                 "port_bytes": [[p, b * share] for p, b in info.port_bytes]})
+
+    def _attach_payload(self, fid: int, name: str, flow: _Flow) -> None:
+        """A KV flow: its bytes are the runtime's staged segment ``name``, sent as they are."""
+        if self.payloads is None or not is_kv_flow(fid):
+            raise ProtocolError("submit.payload: only KV flows (kvstore.kv_flow_id) carry one")
+        if self.scale_b.factor != 1.0:
+            raise ProtocolError("submit.payload: real bytes need byte_scale 1")
+        if len(flow.members) != 1 or flow.pcie:
+            raise ProtocolError("submit.payload: a KV flow has one member, to another server")
+        if not segment_name_ok(name):
+            raise ProtocolError(f"submit.payload: bad segment name {name!r}")
+        try:
+            self.payloads.attach(fid, name, flow.members[0].total)
+        except (OSError, ValueError) as e:
+            raise ProtocolError(f"submit.payload: segment {name}: {e}") from None
+
+    def cancel(self, flow_id: int) -> None:
+        """Stop a flow (its request was aborted, its receiver is gone): nothing more is sent,
+        the policy forgets it, its staged segment is unmapped; no completion follows."""
+        flow = self.flows.pop(flow_id, None)
+        if flow is None:
+            return
+        flow.done = True
+        for m in flow.members:
+            self.sender.drop(m)
+        if flow.client is not None:
+            flow.client.pending_flows -= 1
+        if self.payloads is not None:
+            self.payloads.detach(flow_id)
+        self.driver.complete(flow_id, self.now_s())
+        self.stats["flows_cancelled"] = self.stats.get("flows_cancelled", 0) + 1
+        self.decide_soon()
 
     def member_done(self, flow_id: int) -> None:
         """One of the flow's members is through (acknowledged, or out of the PCIe lanes)."""
@@ -226,6 +282,8 @@ class RunState:
         if flow.client is not None:
             flow.client.pending_flows -= 1
         self.sender.forget_flow(flow_id, [m.index for m in flow.members])
+        if self.payloads is not None:
+            self.payloads.detach(flow_id)
         live = self.driver.complete(flow_id, self.now_s())
         self.stats["completions"] = self.stats.get("completions", 0) + 1
         self._timing(flow)
@@ -288,6 +346,9 @@ class RunState:
 
     def apply_priority(self, flow_id: int, priority: Priority) -> None:
         flow = self.flows[flow_id]
+        if flow.admission:  # the runtime moves its bytes: it gets the priority
+            self.to_runtime({"type": "priorities",
+                             "flows": [[flow_id, priority.level, priority.rank]]})
         for m in flow.members:
             self.sender.set_priority(m, priority)
         if flow.pcie:
@@ -330,6 +391,8 @@ class RunState:
         f = self.flows.get(flow_id)
         if f is None:
             return 0.0
+        if f.admission:  # the runtime moves it and reports only its end: all of it is left
+            return f.info.size_bytes
         left = [m.remaining for m in f.members]
         left += [self.pcie.remaining((flow_id, i)) for i, *_ in f.pcie]
         return self.scale_b.model_bytes(max(left, default=0))

@@ -139,6 +139,17 @@ class SendScheduler:
             if m is not None and not m.inflight:
                 del self.members[(flow_id, i)]
 
+    def drop(self, m: MemberTx) -> None:
+        """Stop sending a member (its flow was cancelled): queued and unacknowledged chunks
+        are cancelled, its window share is given back."""
+        m.done = True
+        m.queued = False
+        for key, routes in list(m.inflight.items()):
+            for route, _ in list(routes):
+                self.transport.cancel(route, key)
+                self._release(m, key, route)
+        self.members.pop((m.flow_id, m.index), None)
+
     def _push(self, m: MemberTx) -> None:
         if m.queued or m.done or m.prio is None or not m.has_unsent():
             return

@@ -89,7 +89,7 @@ class TcpTransport:
     def __init__(self, listen_addrs: list[str], port: int, events: TransportEvents, *,
                  key: RunKey | None = None, limits: DataLimits | None = None,
                  guard: GuardStats | None = None, pattern: PayloadPattern | None = None,
-                 reconnect_timeout_s: float = 30.0, congestion: bytes | None = b"cubic",
+                 store=None, reconnect_timeout_s: float = 30.0, congestion: bytes | None = b"cubic",
                  socket_options: Callable[[int], list] = class_socket_options) -> None:
         self.listen_addrs = listen_addrs
         self.port = port
@@ -99,7 +99,7 @@ class TcpTransport:
         self.pattern = pattern or PayloadPattern()
         self.stats = TransportStats()
         self.guard = guard or GuardStats()
-        self.ledger = RxLedger(self.pattern, self.stats, self.limits, self.guard)
+        self.ledger = RxLedger(self.pattern, self.stats, self.limits, self.guard, store=store)
         self.listener = Listener(listen_addrs, port, key, self.limits, self.ledger, events,
                                  self.guard)
         self.reconnect_timeout_s = reconnect_timeout_s
@@ -110,6 +110,12 @@ class TcpTransport:
 
     async def start(self) -> None:
         await self.listener.start()
+
+    def use_payloads(self, source, store) -> None:
+        """Real payload: chunks' bytes from ``source`` (a kvstore.PayloadSource), KV flows'
+        arriving bytes into ``store`` (a kvstore.ReceiveStore)."""
+        self.pattern = self.ledger.pattern = source
+        self.ledger.store = store
 
     def send(self, route: Route, key: ChunkKey, total: int) -> None:
         conn = self._conns.get(route)
@@ -285,9 +291,11 @@ class _TcpConnection:
             writer.transport.abort()
 
     def _write(self, writer: asyncio.StreamWriter, key: ChunkKey, total: int) -> None:
+        payload = self.t.pattern.chunk(key)
+        if payload is None:
+            return  # a cancelled KV flow's chunk: its staged bytes are gone
         sealer = self.session.sealer
         seq = sealer.next_seq()
-        payload = self.t.pattern.chunk(key)
         crc = 0 if self.session.authenticated else zlib.crc32(payload)
         header = DATA_HEADER.pack(MAGIC, KIND_DATA, seq, key.flow_id, key.member, key.offset,
                                   key.length, total, crc)

@@ -62,6 +62,7 @@ MAX_CHUNK_BYTES = 1 << 20
 MAX_MEMBER_BYTES = 1 << 40
 MAX_REASON_BYTES = 240
 _PATTERN_BYTES = 1 << 20
+_KV_FLOW_BIT = 1 << 61  # kvstore.KV_FLOW_BIT: flows with real payload (kvstore imports wire)
 
 
 class ChunkKey(NamedTuple):
@@ -194,8 +195,9 @@ class RxLedger:
 
     def __init__(self, pattern: PayloadPattern, stats: TransportStats,
                  limits: DataLimits | None = None, guard: GuardStats | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, store=None) -> None:
         self.pattern = pattern
+        self.store = store  # a kvstore.ReceiveStore: where KV flows' real bytes go (or None)
         self.stats = stats
         self.limits = limits or DataLimits()
         self.guard = guard or GuardStats()
@@ -208,8 +210,10 @@ class RxLedger:
                 data) -> tuple[int, int, bool]:
         """(status, new bytes, member just completed) for one arriving chunk. ``crc`` is None
         on an authenticated connection (the AEAD tag already covered the bytes)."""
+        kv = key.flow_id & _KV_FLOW_BIT
         if (len(data) != key.length or (crc is not None and zlib.crc32(data) != crc)
-                or not self.pattern.matches(key, data)):
+                or (not kv and not self.pattern.matches(key, data))
+                or (kv and (self.store is None or key.member != 0))):
             self.stats.chunks_bad += 1
             return STATUS_BAD, 0, False
         mkey = key.flow_id << 16 | key.member
@@ -221,11 +225,15 @@ class RxLedger:
             if len(self.members) >= self.limits.max_open_members:
                 self.guard.members_busy += 1
                 return STATUS_BUSY, 0, False
+            if kv and not self.store.write(key, total, data):
+                return STATUS_BUSY, 0, False  # the store is full: the sender tries again
             m = self.members[mkey] = _RxMember(total)
             self.open_peak = max(self.open_peak, len(self.members))
         elif m.total != total:
             self.stats.chunks_bad += 1
             return STATUS_BAD, 0, False
+        elif kv:
+            self.store.write(key, total, data)  # real bytes (a duplicate rewrites the same)
         if key.offset == 0 and key.length == total:
             new = total  # the whole member in one chunk (m is new: nothing delivered yet)
         else:
@@ -238,7 +246,13 @@ class RxLedger:
             self.stats.members_complete += 1
             del self.members[mkey]
             self._remember(mkey)
+            if kv:
+                self.store.completed(key.flow_id)
         return STATUS_OK, new, complete
+
+    def forget(self, flow_id: int, member: int = 0) -> None:
+        """Drop an open member (its receive buffer was freed: the sender vanished)."""
+        self.members.pop(flow_id << 16 | member, None)
 
     def _remember(self, mkey: int) -> None:
         now = self.clock()

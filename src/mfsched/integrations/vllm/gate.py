@@ -14,14 +14,21 @@ Two implementations, chosen by ``kv_connector_extra_config["mfs"]["gate"]``:
   worker's submissions and layer boundaries. Every submitted transfer is permitted at once, in
   priority order (there is no other host to wait for); the permits' priorities and transport
   classes are what the worker hands to the inner connector and records.
-* ``"daemon:<unix socket path>"`` -> :class:`DaemonGate`: the client of the host daemon that
-  gates all transfers of a host across processes. It is the adapter point for the data plane;
-  until that client exists it raises ``NotImplementedError`` when the connector starts.
+* ``"daemon:<unix socket path>"`` -> :class:`DaemonGate`: the client of the host daemon
+  (:mod:`mfsched.dataplane.daemon`), which runs the policy for every transfer of the host. The
+  step plan, layer boundaries and submissions become the daemon's ``request``,
+  ``batch_start``, ``layer_start``, ``submit`` and ``batch_compute_done`` messages. A ticket
+  with a :class:`KVPayload` (``MFSKVConnector``) is a KV flow: the daemon sends its staged
+  bytes to the decode host in the classes its policy picks and answers ``completion``. A
+  ticket without one (``MFSConnector`` around NIXL) is an *admission* flow: the daemon's policy
+  ranks it with the host's other flows and answers its priority (``priorities``), the inner
+  connector moves the bytes, and ``complete`` reports the end (``flow_done``).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,16 +39,29 @@ from .planner import PORT_EGRESS, PORT_INGRESS, StepPlan
 from .tracelog import DecisionLog
 from .transport import TransportClass, transport_class
 
-__all__ = ["DaemonGate", "InProcessGate", "Permit", "TransferGate", "TransferTicket", "make_gate"]
+__all__ = ["DaemonGate", "InProcessGate", "KVPayload", "Permit", "TransferGate", "TransferTicket",
+           "make_gate"]
 
 LOAD = "load"
 SAVE = "save"
 
 
 @dataclass(frozen=True, slots=True)
+class KVPayload:
+    """The real bytes of a save: a KV flow id (:func:`mfsched.dataplane.kvstore.kv_flow_id`),
+    the shared-memory segment holding them, and the daemon server number of the decode host."""
+
+    flow_id: int
+    segment: str
+    dst_server: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class TransferTicket:
     """One transfer a worker wants to start: the KV of ``layer`` for one request, in one
-    direction (``kind`` is ``"load"`` or ``"save"``), ``size_bytes`` per TP lane."""
+    direction (``kind`` is ``"load"`` or ``"save"``), ``size_bytes`` per TP lane; ``payload``:
+    bytes the daemon moves itself (None: the inner connector moves them)."""
 
     req_id: str
     kind: str
@@ -51,6 +71,7 @@ class TransferTicket:
     size_bytes: float
     lanes: int
     deadline_s: float | None
+    payload: KVPayload | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,21 +223,180 @@ class InProcessGate:
 
 
 class DaemonGate:
-    """Client of the data-plane host daemon (issue 4) at a Unix socket: the adapter point.
+    """The worker's gate on the host daemon at ``socket_path`` (see the module docstring)."""
 
-    It will send ``begin_step`` / ``submit`` / ``layer_start`` / ``complete`` as daemon messages
-    and block in ``permit`` until the daemon permits. The daemon's client API is not available
-    yet, so constructing one fails with a clear message rather than silently gating nothing.
-    """
+    def __init__(self, options: MFSOptions, socket_path: str, log: DecisionLog | None = None,
+                 client=None, permit_wait_s: float = 0.05) -> None:
+        from ...dataplane.client import DaemonClient
 
-    def __init__(self, socket_path: str) -> None:
-        raise NotImplementedError(
-            f"MFS gate 'daemon:{socket_path}': the data-plane host daemon client is not "
-            "available in this version of mfsched; use \"gate\": \"inprocess\"")
+        self.options = options
+        self.log = log
+        self.client = client or DaemonClient(socket_path)
+        self.client.hello(options.policy, options.num_levels, dict(options.policy_options))
+        self.permit_wait_s = permit_wait_s
+        self._plan: StepPlan | None = None
+        self._req_ids: dict[str, int] = {}
+        self._next_req = itertools.count(1)
+        self._next_flow = itertools.count(1)
+        self._batches: set[int] = set()
+        self._waiting: dict[int, TransferTicket] = {}  # admission flows without a priority yet
+        self._admitted: dict[int, Priority] = {}
+        self.kv_flows: dict[int, TransferTicket] = {}  # KV flows the daemon is sending
+        self.completed: dict[int, dict] = {}  # KV flow id -> the daemon's completion message
+
+    def _gpu(self, server: int) -> int:
+        return server * self.client.gpus_per_server
+
+    def _model_s(self, wall_s: float) -> float:
+        return self.client.model_s(wall_s)
+
+    def _rid(self, key: str) -> int:
+        rid = self._req_ids.get(key)
+        if rid is None:
+            rid = self._req_ids[key] = next(self._next_req)
+        return rid
+
+    # --- steps and layers -------------------------------------------------------------------
+
+    def begin_step(self, plan: StepPlan, now_s: float) -> None:
+        send = self.client.send
+        for key in plan.finished:
+            rid = self._req_ids.pop(key, None)
+            if rid is not None:
+                send({"type": "request_done", "request_id": rid})
+        for r in plan.requests:
+            if r.req_id not in self._req_ids:
+                send({"type": "request", "request_id": self._rid(r.req_id),
+                      "arrival_s": self._model_s(r.arrival_s),
+                      "slo_s": r.deadline_s - r.arrival_s, "input_tokens": r.prompt_tokens})
+        self._plan = plan
+        if any(r.load_tokens or r.save_tokens for r in plan.requests):
+            self._start_batch(plan, now_s)
+
+    def _start_batch(self, plan: StepPlan, now_s: float) -> None:
+        lanes = plan.tp_lanes
+        p2d: dict[int, list] = {}
+        early = 0.0
+        for r in plan.requests:
+            rid = self._rid(r.req_id)
+            if r.load_tokens:
+                total = plan.layer_bytes(r.load_tokens) * lanes
+                if r.load_stage == Stage.P2D:
+                    p2d.setdefault(rid, []).append([PORT_INGRESS, total])
+                else:
+                    early += total
+            if r.save_tokens:
+                p2d.setdefault(rid, []).append([PORT_EGRESS,
+                                                plan.layer_bytes(r.save_tokens) * lanes])
+        cap = plan.link_bps * lanes
+        self.client.send({
+            "type": "batch_start", "batch_id": plan.step, "instance": 0,
+            "request_ids": [self._rid(k) for k in plan.order], "num_layers": plan.num_layers,
+            "start_s": self._model_s(now_s), "layer_compute_s": plan.layer_compute_s,
+            "p2d_port_bytes": [[rid, ports] for rid, ports in p2d.items()],
+            "early_port_bytes": [[PORT_INGRESS, early]] if early else [],
+            "port_capacity_bps": [[PORT_EGRESS, cap], [PORT_INGRESS, cap]]})
+        self._batches.add(plan.step)
+
+    def layer_start(self, layer: int, now_s: float) -> None:
+        if self._plan is not None and self._plan.step in self._batches:
+            self.client.send({"type": "layer_start", "batch_id": self._plan.step,
+                              "layer": max(layer, 0)})
+
+    def end_step(self, now_s: float) -> None:
+        if self._plan is not None and self._plan.step in self._batches:
+            self._batches.discard(self._plan.step)
+            self.client.send({"type": "batch_compute_done", "batch_id": self._plan.step})
+        self.poll(now_s)
+
+    # --- transfers --------------------------------------------------------------------------
+
+    def submit(self, ticket: TransferTicket, now_s: float) -> int:
+        plan = self._plan
+        if plan is None or plan.step not in self._batches:
+            raise RuntimeError("MFS gate: a transfer was submitted outside a planned step")
+        port = PORT_INGRESS if ticket.kind == LOAD else PORT_EGRESS
+        size = float(ticket.size_bytes if ticket.payload is None else ticket.payload.size_bytes)
+        msg = {"type": "submit", "stage": int(ticket.stage), "batch_id": plan.step,
+               "request_ids": [self._rid(ticket.req_id)], "layer": ticket.layer,
+               "target_layer": ticket.target_layer, "size_bytes": size,
+               "total_bytes": size * ticket.lanes, "members": 1,
+               "port_bytes": [[port, size]], "bottleneck_bps": plan.link_bps,
+               "deadline_s": None if ticket.deadline_s is None
+               else self._model_s(ticket.deadline_s),
+               "submit_s": self._model_s(now_s)}
+        here = self._gpu(self.client.server)
+        if ticket.payload is not None:
+            fid = ticket.payload.flow_id
+            msg.update(flow_id=fid, payload=ticket.payload.segment,
+                       local=[[0, here, self._gpu(ticket.payload.dst_server), size]])
+            self.kv_flows[fid] = ticket
+        else:
+            fid = next(self._next_flow)
+            msg.update(flow_id=fid, local=[], admission=True)
+            self._waiting[fid] = ticket
+        self.client.send(msg)
+        return fid
+
+    def permit(self, now_s: float) -> list[Permit]:
+        """KV flows are the daemon's to send: none is handed back. Admission flows are
+        permitted once the daemon answered their priority (most urgent first); the gate waits
+        at most ``permit_wait_s`` for the answer, then permits at the scavenger level."""
+        if not self._waiting:
+            self.poll(now_s)
+            return []
+        deadline = time.monotonic() + self.permit_wait_s
+        while True:
+            self.poll(now_s)
+            if all(f in self.client.priorities for f in self._waiting) \
+                    or time.monotonic() >= deadline:
+                break
+            time.sleep(0.001)
+        scavenger = Priority(self.options.num_levels)
+        prios = {f: self.client.priorities.get(f, scavenger) for f in self._waiting}
+        permits = [Permit(f, self._waiting[f], prios[f],
+                          transport_class(prios[f].level, self.options.num_levels))
+                   for f in sorted(self._waiting, key=lambda f: prios[f])]
+        self._waiting.clear()
+        if self.log is not None and permits:
+            self.log.write("permit", step=self._plan.step if self._plan else None,
+                           permits=[[p.ticket.req_id, p.ticket.kind, p.ticket.layer,
+                                     p.priority.level, p.priority.rank, p.transport.dscp]
+                                    for p in permits])
+        return permits
+
+    def poll(self, now_s: float) -> None:
+        """File what the daemon sent: completions of KV flows, priorities."""
+        self.client.poll()
+        done = self.client.completions
+        for fid in list(done):
+            msg = done.pop(fid)
+            if self.kv_flows.pop(fid, None) is not None:
+                self.completed[fid] = msg
+
+    def complete(self, flow_id: int, now_s: float) -> None:
+        """The inner connector finished an admission flow (KV flows complete in the daemon)."""
+        if flow_id in self.kv_flows or flow_id in self.completed:
+            return
+        self._waiting.pop(flow_id, None)
+        self.client.priorities.pop(flow_id, None)
+        self.client.send({"type": "flow_done", "flow_id": flow_id})
+
+    def cancel(self, flow_ids: list[int]) -> None:
+        """Stop KV flows (their request was aborted, or their receiver never took them)."""
+        for fid in flow_ids:
+            self.kv_flows.pop(fid, None)
+        if flow_ids:
+            self.client.send({"type": "kv_cancel", "flow_ids": list(flow_ids)})
+
+    def close(self) -> None:
+        self.client.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def make_gate(options: MFSOptions, log: DecisionLog | None = None) -> TransferGate:
     """The gate named by ``options.gate``."""
     if options.gate.startswith(GATE_DAEMON_PREFIX):
-        return DaemonGate(options.gate[len(GATE_DAEMON_PREFIX):])
+        return DaemonGate(options, options.gate[len(GATE_DAEMON_PREFIX):], log)
     return InProcessGate(options, log=log)

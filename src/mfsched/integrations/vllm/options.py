@@ -35,6 +35,11 @@ class MFSOptions:
     * ``kv_bytes_per_token_per_layer``: override of the KV size per token, per layer and per TP
       rank (0: derived from the model config: 2 x KV heads x head size x cache dtype bytes).
     * ``trace_path``: JSONL file that records every decision of both roles (None: off).
+    * ``kv_staging_bytes``, ``kv_ttl_s``, ``decode_server`` (``MFSKVConnector`` only): the most
+      KV bytes a prefill worker keeps staged for its daemon (a save beyond it fails with
+      :class:`~mfsched.dataplane.kvstore.KVStoreFull`); how long a staged flow may wait for its
+      receiver before it is cancelled and freed; the decode host's daemon server number when
+      ``kv_transfer_params`` names none (``mfs_decode_server``; -1: it must name one).
     """
 
     policy: str = "mfs"
@@ -47,6 +52,9 @@ class MFSOptions:
     layer_compute_s_per_token: float = 0.0
     kv_bytes_per_token_per_layer: int = 0
     trace_path: str | None = None
+    kv_staging_bytes: int = 1 << 30
+    kv_ttl_s: float = 60.0
+    decode_server: int = -1
 
     def __post_init__(self) -> None:
         if self.num_levels < 1:
@@ -60,6 +68,8 @@ class MFSOptions:
         if self.layer_compute_s_per_token < 0 or self.kv_bytes_per_token_per_layer < 0:
             raise ValueError("layer_compute_s_per_token and kv_bytes_per_token_per_layer "
                              "must be >= 0")
+        if self.kv_staging_bytes < 1 or not self.kv_ttl_s > 0 or self.decode_server < -1:
+            raise ValueError("kv_staging_bytes must be >= 1, kv_ttl_s > 0, decode_server >= -1")
         daemon = self.gate.startswith(GATE_DAEMON_PREFIX) and \
             len(self.gate) > len(GATE_DAEMON_PREFIX)
         if self.gate != "inprocess" and not daemon:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ...policy import Priority, Stage
-from .gate import LOAD, SAVE, Permit, TransferGate, TransferTicket, make_gate
+from .gate import LOAD, SAVE, KVPayload, Permit, TransferGate, TransferTicket, make_gate
 from .options import MFSOptions
 from .planner import StepPlan
 from .tracelog import DecisionLog
@@ -113,15 +113,18 @@ class MFSConnectorWorker:
         """``wait_for_layer_load`` returned: the layer's synchronous loads are in."""
         self._complete(self._layer_loads.pop(layer, ()))
 
-    def save_layer(self, layer: int) -> None:
-        """``save_kv_layer``: the P2D saves of this layer (once per layer)."""
+    def save_layer(self, layer: int, payloads: Mapping[str, KVPayload] | None = None) -> None:
+        """``save_kv_layer``: the P2D saves of this layer (once per layer). With ``payloads``
+        (``MFSKVConnector``), only those requests' saves, each with its staged bytes."""
         plan = self.plan
         if plan is None or layer in self._saved_layers:
             return
         self._saved_layers.add(layer)
         tickets = [TransferTicket(r.req_id, SAVE, Stage.P2D, max(layer, 0), plan.num_layers,
-                                  plan.layer_bytes(r.save_tokens), plan.tp_lanes, r.deadline_s)
-                   for r in plan.requests if r.save_tokens]
+                                  plan.layer_bytes(r.save_tokens), plan.tp_lanes, r.deadline_s,
+                                  None if payloads is None else payloads[r.req_id])
+                   for r in plan.requests
+                   if r.save_tokens and (payloads is None or r.req_id in payloads)]
         self._step_flows.extend(p.flow_id for p in self._admit(tickets))
 
     def step_saved(self) -> None:
