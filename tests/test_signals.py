@@ -47,6 +47,7 @@ def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
                                            (signal.SIGTERM, 143, "terminated")])
 @pytest.mark.parametrize("settle_s", [0.5, 4.0])  # while preparing, while simulating
+@pytest.mark.quiet
 def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, settle_s):
     out = tmp_path / "results" / "run"
     proc = _start("simulate", "--requests", "30000", "--warmup", "0", "--scheduler", "fs",
@@ -61,6 +62,7 @@ def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, se
     assert not (tmp_path / "results").exists()  # no result, no partial, not even the parent
 
 
+@pytest.mark.quiet
 def test_sweep_workers_stop_with_the_sweep(tmp_path):
     """Ctrl-C in a terminal signals the whole process group: the workers ignore it, the
     parent terminates them and stops."""
