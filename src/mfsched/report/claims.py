@@ -97,14 +97,19 @@ def _sustainable_rate_ratio(claim: Claim, data: ExperimentData) -> Ours:
     return Ours(tuple(out), f"at {claim.threshold:.0%} attainment")
 
 
+def _claim_rates(claim: Claim, data: ExperimentData, model: str, workload: str) -> list[float]:
+    """The grid's rates of (model, workload), only the claim's rate where it names one."""
+    rates = data.rates(model, workload)
+    return rates if claim.rate_per_gpu is None else [r for r in rates
+                                                      if r == claim.rate_per_gpu]
+
+
 def _attainment_ratio(claim: Claim, data: ExperimentData) -> Ours:
     out = []
     for den in claim.denominators:
         for m, w in _groups(claim, data):
-            rates = data.rates(m, w)
-            if claim.rate_per_gpu is not None:
-                rates = [r for r in rates if r == claim.rate_per_gpu]
-            else:
+            rates = _claim_rates(claim, data, m, w)
+            if claim.rate_per_gpu is None:
                 rates = rates[len(rates) // 2:]
             best, at = float("nan"), None
             for r in rates:
@@ -126,9 +131,7 @@ def _per_point(claim: Claim, data: ExperimentData,
     out = []
     for den in claim.denominators:
         for m, w in _groups(claim, data):
-            rates = data.rates(m, w)
-            if claim.rate_per_gpu is not None:
-                rates = [r for r in rates if r == claim.rate_per_gpu]
+            rates = _claim_rates(claim, data, m, w)
             for r in rates:
                 extra = ", ".join(x for x in (den if len(claim.denominators) > 1 else "",
                                               f"{r:g} req/s/GPU" if len(rates) > 1 else "")
