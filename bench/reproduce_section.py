@@ -37,9 +37,8 @@ def main() -> None:
                 shutil.rmtree(FIGURES)
             shutil.copytree(Path(tmp) / "figures", FIGURES)
     body = text.split("\n", 2)[2]  # drop the report's own title
-    body = re.sub(r"^## ", "### 8.x ", body, flags=re.M)
-    n = iter(range(1, 100))
-    body = re.sub(r"^### 8\.x ", lambda _: f"### 8.{next(n)} ", body, flags=re.M)
+    n = iter(range(1, 1000))
+    body = re.sub(r"^## ", lambda _: f"### 8.{next(n)} ", body, flags=re.M)
     head = (f"`python bench/reproduce_section.py {args.results} --write docs/results.md` "
             "(the Markdown of `mfsched report`; figures in `docs/figures/`)\n")
     print(head + body)
