@@ -1,9 +1,10 @@
-"""RED, the feasibility check and the RMLQ helpers, by hand."""
+"""RED, the feasibility check, the RMLQ helpers and RMLQ's promotion-only rule, by hand."""
 
 import math
 
 import pytest
 
+from mfsched.policy.mfs import MFS, MFSConfig
 from mfsched.policy.red import (
     BatchLoad,
     feasibility_prune,
@@ -13,11 +14,11 @@ from mfsched.policy.red import (
 )
 from mfsched.policy.rmlq import (
     LevelLayout,
-    MonotoneLevels,
     minimal_link_utilization,
     mlu_thresholds,
     p2d_band,
 )
+from mfsched.policy.types import BatchInfo, FlowInfo, Priority, RequestInfo, Stage
 
 
 def test_split_at_largest_gap():
@@ -101,10 +102,31 @@ def test_mlu_formula_and_bands():
     assert p2d_band(0.1, 0.5, 0.9, 1.0, q) == 0
 
 
-def test_monotone_levels():
-    m = MonotoneLevels()
-    assert m.promote("f", 5) == 5
-    assert m.promote("f", 7) == 5  # never demoted
-    assert m.promote("f", 2) == 2
-    m.forget("f")
-    assert m.get("f") is None
+class _Remaining:
+    def __init__(self) -> None:
+        self.bytes = 0.0
+
+    def remaining_bytes(self, flow_id: int) -> float:
+        return self.bytes
+
+    def rate_bytes_per_s(self, flow_id: int) -> float:
+        return 0.0
+
+
+def test_mfs_never_demotes_a_p2d_flow():
+    """MLU 0.95 (urgent: level 0); at the next layer boundary 1% of its bytes remain (MLU
+    0.0095, the loosest band's level 7 alone) and it keeps level 0."""
+    mfs = MFS(MFSConfig(num_levels=8, pruning=False))
+    progress = _Remaining()
+    mfs.on_request(RequestInfo(1, 0.0, 1.0, 100), 0.0)
+    mfs.on_batch_start(BatchInfo(1, 0, (1,), 4, 0.0, 1e-3), 0.0)
+    # 950,000 bytes, 1 s to the deadline, 1 MB/s bottleneck (8e6 b/s): MLU 0.95
+    mfs.on_flow_submit(FlowInfo(7, Stage.P2D, 1, (1,), 0, 4, 950_000.0, 950_000.0, 1,
+                                ((3, 950_000.0),), 8e6, 1.0, 0.0), 0.0)
+    progress.bytes = 950_000.0
+    assert mfs.decide(0.0, progress).priorities == {7: Priority(0)}
+    assert mfs.layout.p2d(p2d_band(0.0095, 0.0, 0.9, 1.0, mfs.thresholds)) == 7
+    progress.bytes = 9_500.0
+    mfs.on_layer_start(1, 1, 0.0)
+    assert mfs.decide(0.0, progress).priorities == {}
+    assert mfs.prio[7] == Priority(0)

@@ -25,7 +25,7 @@ principle behind RMLQ)                 :meth:`.rmlq.LevelLayout.early` of their 
                                        :meth:`.mfs.MFS._promote_batch`), then periodically
                                        after the compute (:meth:`.mfs.MFS._refresh_finished`,
                                        woken through ``Decision.wake_s``), never demoted
-                                       (:class:`.rmlq.MonotoneLevels`)
+                                       (:meth:`.mfs.MFS._place`)
 §4.2 RMLQ, §4.5 arbitration across     :class:`.rmlq.LevelLayout`: level 0 reserved for urgent
 stages (urgent P2D on top, early       P2D, early-stage levels, P2D bands, scavenger K
 stages above the other P2D)

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
 from .red import BatchState, add_in_flight, batch_loads, feasibility_prune, red_order
-from .rmlq import LevelLayout, MonotoneLevels, minimal_link_utilization, mlu_thresholds, p2d_band
+from .rmlq import LevelLayout, minimal_link_utilization, mlu_thresholds, p2d_band
 from .types import (
+    _EMPTY,
     BatchInfo,
     Decision,
     FlowInfo,
@@ -49,6 +50,9 @@ from .types import (
 )
 
 __all__ = ["MFS", "MFSConfig"]
+
+# Stage members read once: an enum member's lookup costs more than the comparison
+_KV_REUSE, _COLLECTIVE, _P2D = Stage.KV_REUSE, Stage.COLLECTIVE, Stage.P2D
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,10 @@ class MFS(Policy):
         self.batches: dict[int, _BatchView] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.prio: dict[int, Priority] = {}
-        self.levels = MonotoneLevels()
+        self._level: dict[int, int] = {}  # flow -> its level, which only ever moves up
+        # read per flow on the hot path, so bound once
+        self._rli = c.rli
+        self._tiebreak = c.red_tiebreak
         self.port_capacity_bytes_per_s: dict[int, float] = {}
         self._global: GlobalOrder | None = None  # a coordinator's order, once one was given
         self._new: list[int] = []
@@ -176,7 +183,7 @@ class MFS(Policy):
         self.flows[flow.flow_id] = flow
         b = self.batches[flow.batch_id]
         b.flows.add(flow.flow_id)
-        if flow.stage == Stage.P2D:
+        if flow.stage == _P2D:
             rid = flow.request_ids[0]
             self.requests[rid].flows.add(flow.flow_id)
             layers = b.p2d_layers.setdefault(rid, set())
@@ -191,11 +198,11 @@ class MFS(Policy):
     def on_flow_complete(self, flow_id: int, now_s: float) -> None:
         flow = self.flows.pop(flow_id)
         self.prio.pop(flow_id, None)
-        self.levels.forget(flow_id)
+        self._level.pop(flow_id, None)
         b = self.batches.get(flow.batch_id)
         if b is not None:
             b.flows.discard(flow_id)
-        if flow.stage == Stage.P2D:
+        if flow.stage == _P2D:
             r = self.requests.get(flow.request_ids[0])
             if r is not None:
                 r.flows.discard(flow_id)
@@ -221,25 +228,27 @@ class MFS(Policy):
                     self._prune(now_s, progress, out)
                 else:
                     self._mark_pruned(self._global.pruned, out)
-        for fid in self._new:
-            if fid in self.flows:
-                self._assign(fid, now_s, progress, out)
-        self._new.clear()
-        if c.promotion:
-            for bid in self._boundaries:
-                b = self.batches.get(bid)
-                if b is not None:
-                    self._promote_batch(b, now_s, progress, out)
-            if now_s >= self._next_refresh:
-                self._next_refresh = float("inf")
-                self._refresh_finished(now_s, progress, out)
-        self._boundaries.clear()
-        wake = self._schedule_refresh(now_s)
-        pruned = None
+        if self._new:
+            flows = self.flows
+            for fid in self._new:
+                if fid in flows:
+                    self._assign(fid, now_s, progress, out)
+            self._new.clear()
+        if self._boundaries:
+            if c.promotion:
+                for bid in self._boundaries:
+                    b = self.batches.get(bid)
+                    if b is not None:
+                        self._promote_batch(b, now_s, progress, out)
+            self._boundaries.clear()
+        if now_s >= self._next_refresh and c.promotion:
+            self._next_refresh = float("inf")
+            self._refresh_finished(now_s, progress, out)
+        wake = self._schedule_refresh(now_s) if self._finished else self._no_refresh()
         if self._pruned_changed:
             self._pruned_changed = False
-            pruned = frozenset(self._pruned_ids)
-        return Decision(priorities=out, pruned=pruned, wake_s=wake)
+            return Decision(out, _EMPTY, frozenset(self._pruned_ids), wake)
+        return Decision(out, _EMPTY, None, wake)
 
     def _emit(self, fid: int, prio: Priority, out: dict[int, Priority]) -> None:
         if self.prio.get(fid) != prio:
@@ -247,23 +256,35 @@ class MFS(Policy):
             out[fid] = prio
 
     def _assign(self, fid, now_s, progress, out) -> None:
-        """(Re)compute a flow's priority; its level only ever moves up (MonotoneLevels). Called
-        on submission, and at promotion points only when ``promotion`` is on."""
+        """(Re)compute a flow's priority. Called on submission, and at promotion points only
+        when ``promotion`` is on."""
         flow = self.flows[fid]
         b = self.batches[flow.batch_id]
-        c: MFSConfig = self.config
-        if flow.stage == Stage.P2D:
+        if flow.stage == _P2D:
             r = self.requests.get(flow.request_ids[0])
             if r is not None and r.pruned:
                 self._emit(fid, Priority(self.layout.scavenger), out)
                 return
-            level = self._p2d_level(flow, b, now_s, progress)
-            rank = 0
+            self._place(fid, self._p2d_level(flow, b, now_s, progress), 0, out)
         else:
-            rli = flow.target_layer - b.layer if (c.rli and flow.stage == Stage.KV_REUSE) else 0
-            level = self.layout.early(rli)
-            rank = b.rank if c.red_tiebreak else 0
-        self._emit(fid, Priority(self.levels.promote(fid, level), rank), out)
+            self._place(fid, self._early_level(flow, b), b.rank if self._tiebreak else 0, out)
+
+    def _early_level(self, flow: FlowInfo, b: _BatchView) -> int:
+        """The level of the flow's RLI (target layer - its batch's layer; 0 for collectives
+        and without ``rli``)."""
+        rli = flow.target_layer - b.layer if self._rli and flow.stage == _KV_REUSE else 0
+        return self.layout.early(rli)
+
+    def _place(self, fid: int, level: int, rank: int, out: dict[int, Priority]) -> None:
+        """Give the flow (level, rank), its level never below one it had (promotion only:
+        RMLQ never demotes), and emit the priority if it changed."""
+        old = self._level.get(fid)
+        if old is not None and old < level:
+            level = old
+        self._level[fid] = level
+        p = self.prio.get(fid)
+        if p is None or p[0] != level or p[1] != rank:
+            p = self.prio[fid] = out[fid] = Priority(level, rank)
 
     def _p2d_level(self, flow: FlowInfo, b: _BatchView, now_s, progress) -> int:
         c: MFSConfig = self.config
@@ -318,8 +339,9 @@ class MFS(Policy):
 
     def _promote_batch(self, b: _BatchView, now_s, progress, out) -> None:
         """A layer boundary: early flows move up as RLI shrinks; P2D MLUs are refreshed."""
+        flows = self.flows
         for fid in list(b.flows):
-            if self.flows[fid].stage != Stage.COLLECTIVE:
+            if flows[fid].stage != _COLLECTIVE:
                 self._assign(fid, now_s, progress, out)
 
     def _refresh_finished(self, now_s, progress, out) -> None:
@@ -327,13 +349,17 @@ class MFS(Policy):
         for bid in self._finished:
             b = self.batches[bid]
             for fid in list(b.flows):
-                if self.flows[fid].stage == Stage.P2D:
+                if self.flows[fid].stage == _P2D:
                     self._assign(fid, now_s, progress, out)
+
+    def _no_refresh(self) -> None:
+        """No finished batch has P2D flows in flight: no tick wanted."""
+        self._next_refresh = float("inf")
 
     def _schedule_refresh(self, now_s: float) -> float | None:
         """Tick every p2d_refresh_s while some finished batch still has P2D flows in flight."""
         self._finished = {bid for bid in self._finished
-                          if any(self.flows[f].stage == Stage.P2D
+                          if any(self.flows[f].stage == _P2D
                                  for f in self.batches[bid].flows)}
         if not (self.config.promotion and self.config.mlu) or not self._finished:
             self._next_refresh = float("inf")
@@ -355,7 +381,7 @@ class MFS(Policy):
                 if self.config.red_tiebreak:
                     for fid in b.flows:
                         p = self.prio.get(fid)
-                        if p is not None and self.flows[fid].stage != Stage.P2D:
+                        if p is not None and self.flows[fid].stage != _P2D:
                             self._emit(fid, Priority(p.level, rank), out)
         self._ordered = ordered
 
@@ -364,12 +390,11 @@ class MFS(Policy):
         in_flight: dict[tuple[int, int], dict[int, float]] = {}
         flows, live, pruned = self.flows, self._deadline_s, self._pruned_ids
         remaining = progress.remaining_bytes
-        p2d_stage = Stage.P2D
         for b in self._ordered:
             p2d = b.info.p2d_port_bytes
             for fid in b.flows:  # this set's order: the order of the per-port sums
                 f = flows[fid]
-                if f.stage != p2d_stage:
+                if f.stage != _P2D:
                     continue
                 rid = f.request_ids[0]
                 if rid in live and rid not in pruned and rid in p2d:

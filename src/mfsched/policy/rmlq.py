@@ -9,17 +9,15 @@ arbitrates across stages (paper §4.2, §4.5; the split is our choice, see docs/
     levels early_levels+1 .. K-1    P2D bands by MLU, tighter first
     level K                         scavenger (pruned requests)
 
-Flows start low and are promoted as their laxity shrinks; :class:`MonotoneLevels` enforces
-that a flow's level never goes back down (numerically up).
+Flows start low and are promoted as their laxity shrinks; a flow's level never goes back down
+(numerically up): :meth:`mfsched.policy.mfs.MFS._place` enforces it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
 
-__all__ = ["LevelLayout", "MonotoneLevels", "minimal_link_utilization", "mlu_thresholds",
-           "p2d_band"]
+__all__ = ["LevelLayout", "minimal_link_utilization", "mlu_thresholds", "p2d_band"]
 
 URGENT_LEVEL = 0
 
@@ -93,22 +91,3 @@ def p2d_band(mlu_alone: float, rho: float, urgent: float, infeasible: float,
         if loaded >= q:
             return i
     return len(thresholds)
-
-
-class MonotoneLevels:
-    """Level per key that can only be promoted (decrease numerically)."""
-
-    def __init__(self) -> None:
-        self._level: dict[Hashable, int] = {}
-
-    def promote(self, key: Hashable, level: int) -> int:
-        old = self._level.get(key)
-        new = level if old is None else min(old, level)
-        self._level[key] = new
-        return new
-
-    def get(self, key: Hashable) -> int | None:
-        return self._level.get(key)
-
-    def forget(self, key: Hashable) -> None:
-        self._level.pop(key, None)
