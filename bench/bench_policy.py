@@ -4,12 +4,15 @@
 
 A synthetic population: batches of 4 requests with 10 flows each (4 P2D, 4 Stage-1 with
 targets spread over 32 layers, 2 collectives), every flow over 4 of 256 ports, half of its bytes
-left. For every policy and population size it times, as medians over ``--repeat`` samples:
+left. For every policy and population size it times, as medians over ``--repeat`` samples,
+only the calls into the policy (each sample's flow, batch and request descriptions are built
+before the phase is timed):
 
 * a decision on one new flow (``on_flow_submit`` + ``decide``),
-* a layer-boundary update of one batch (``on_layer_start`` + ``decide``),
-* a batch arrival (``on_batch_start`` + ``decide``: for MFS the RED order and the feasibility
-  check over every active batch).
+* a layer-boundary update of one batch (``on_layer_start`` + ``decide``), also divided by the
+  flows the boundary re-examines (the batch's Stage-1 and P2D flows: the issue's "per flow"),
+* a batch arrival (``on_request`` x 4 + ``on_batch_start`` + 10 x ``on_flow_submit`` +
+  ``decide``: for MFS the RED order and the feasibility check over every active batch).
 
 Fair sharing, the cheapest possible policy, runs in the same process as a reference, and so
 does the reference simulation of :func:`_report.reference_s` (ratios to it are in the JSON).
@@ -20,7 +23,7 @@ priorities in 8 levels and either one rank per level (8 classes) or 1,000 ranks 
 small classes, as MFS's per-request ranks make), median over ``--repeat``.
 
 Issue 11's targets: MFS batch arrival + decide at 10,000 active flows < 1 ms; MFS new flow and
-layer boundary + decide < 2 us; an allocation of 10,000 flows on the fat-tree < 2 ms.
+layer boundary + decide < 2 us per flow; an allocation of 10,000 flows on the fat-tree < 2 ms.
 """
 
 from __future__ import annotations
