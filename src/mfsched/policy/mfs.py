@@ -244,7 +244,10 @@ class MFS(Policy):
         if now_s >= self._next_refresh and c.promotion:
             self._next_refresh = float("inf")
             self._refresh_finished(now_s, progress, out)
-        wake = self._schedule_refresh(now_s) if self._finished else self._no_refresh()
+        if self._finished:
+            wake = self._schedule_refresh(now_s)
+        else:  # no finished batch has P2D flows in flight: no tick wanted
+            self._next_refresh, wake = float("inf"), None
         if self._pruned_changed:
             self._pruned_changed = False
             return Decision(out, _EMPTY, frozenset(self._pruned_ids), wake)
@@ -284,7 +287,7 @@ class MFS(Policy):
         self._level[fid] = level
         p = self.prio.get(fid)
         if p is None or p[0] != level or p[1] != rank:
-            p = self.prio[fid] = out[fid] = Priority(level, rank)
+            self.prio[fid] = out[fid] = Priority(level, rank)
 
     def _p2d_level(self, flow: FlowInfo, b: _BatchView, now_s, progress) -> int:
         c: MFSConfig = self.config
@@ -351,10 +354,6 @@ class MFS(Policy):
             for fid in list(b.flows):
                 if self.flows[fid].stage == _P2D:
                     self._assign(fid, now_s, progress, out)
-
-    def _no_refresh(self) -> None:
-        """No finished batch has P2D flows in flight: no tick wanted."""
-        self._next_refresh = float("inf")
 
     def _schedule_refresh(self, now_s: float) -> float | None:
         """Tick every p2d_refresh_s while some finished batch still has P2D flows in flight."""
