@@ -44,6 +44,7 @@ from pathlib import Path
 from _report import RESULTS, reference_s, save
 
 ROWS = ("cli", "cold", "default", "paper")
+PAPER_SCHEDULERS = ("fs", "sjf", "edf", "karuna", "pias", "mfs", "oracle")  # the table's order
 
 
 def _pin() -> None:
@@ -184,7 +185,7 @@ def main() -> None:
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default=",".join(ROWS))
-    ap.add_argument("--paper-schedulers", default="fs,sjf,edf,karuna,pias,mfs,oracle")
+    ap.add_argument("--paper-schedulers", default=",".join(PAPER_SCHEDULERS))
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     if args.child:
@@ -200,12 +201,17 @@ def main() -> None:
         rows.append(_default_row(args.repeat))
     if "paper" in only:
         rows += _paper_rows(args.paper_schedulers.split(","))
-    # rows not measured this time stay as they were (one table for every run of this script)
+    # rows not measured this time stay as they were (one table for every run of this script;
+    # a paper-scale row per scheduler)
     previous = RESULTS / "bench_sim.json"
     if previous.exists():
+        measured = {(r["row"], r.get("scheduler")) for r in rows}
         kept = [r for r in json.loads(previous.read_text())
-                if isinstance(r, dict) and r.get("row") in ROWS and r["row"] not in only]
-        rows = sorted(kept + rows, key=lambda r: ROWS.index(r["row"]))
+                if isinstance(r, dict) and r.get("row") in ROWS
+                and (r["row"], r.get("scheduler")) not in measured]
+        rows = sorted(kept + rows, key=lambda r: (
+            ROWS.index(r["row"]), PAPER_SCHEDULERS.index(r["scheduler"])
+            if r.get("scheduler") in PAPER_SCHEDULERS else 0))
     save("bench_sim", rows, _markdown(rows), args.write, "bench-sim")
 
 
