@@ -43,8 +43,9 @@ from pathlib import Path
 
 from _report import RESULTS, reference_s, save
 
+from mfsched.policy import SCHEDULERS
+
 ROWS = ("cli", "cold", "default", "paper")
-PAPER_SCHEDULERS = ("fs", "sjf", "edf", "karuna", "pias", "mfs", "oracle")  # the table's order
 
 
 def _pin() -> None:
@@ -55,7 +56,6 @@ def _child_default() -> dict:
     _pin()
     from mfsched.experiments import runner
     from mfsched.experiments.config import SimConfig
-    from mfsched.policy import SCHEDULERS
 
     ref = reference_s()
     t = time.perf_counter()
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default=",".join(ROWS))
-    ap.add_argument("--paper-schedulers", default=",".join(PAPER_SCHEDULERS))
+    ap.add_argument("--paper-schedulers", default=",".join(SCHEDULERS.names()))
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     if args.child:
@@ -209,9 +209,10 @@ def main() -> None:
         kept = [r for r in json.loads(previous.read_text())
                 if isinstance(r, dict) and r.get("row") in ROWS
                 and (r["row"], r.get("scheduler")) not in measured]
+        order = SCHEDULERS.names()  # the registry's order, as the table always had it
         rows = sorted(kept + rows, key=lambda r: (
-            ROWS.index(r["row"]), PAPER_SCHEDULERS.index(r["scheduler"])
-            if r.get("scheduler") in PAPER_SCHEDULERS else 0))
+            ROWS.index(r["row"]), order.index(r["scheduler"]) if r.get("scheduler") in order
+            else 0))
     save("bench_sim", rows, _markdown(rows), args.write, "bench-sim")
 
 

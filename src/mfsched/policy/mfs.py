@@ -38,7 +38,6 @@ from .base import SCHEDULERS, Policy, PolicyConfig
 from .red import BatchState, add_in_flight, batch_loads, feasibility_prune, red_order
 from .rmlq import LevelLayout, minimal_link_utilization, mlu_thresholds, p2d_band
 from .types import (
-    _EMPTY,
     BatchInfo,
     Decision,
     FlowInfo,
@@ -53,6 +52,7 @@ __all__ = ["MFS", "MFSConfig"]
 
 # Stage members read once: an enum member's lookup costs more than the comparison
 _KV_REUSE, _COLLECTIVE, _P2D = Stage.KV_REUSE, Stage.COLLECTIVE, Stage.P2D
+_NO_RATE_CAPS = Decision._field_defaults["rate_caps"]  # MFS never caps a rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +248,11 @@ class MFS(Policy):
             wake = self._schedule_refresh(now_s)
         else:  # no finished batch has P2D flows in flight: no tick wanted
             self._next_refresh, wake = float("inf"), None
+        pruned = None
         if self._pruned_changed:
             self._pruned_changed = False
-            return Decision(out, _EMPTY, frozenset(self._pruned_ids), wake)
-        return Decision(out, _EMPTY, None, wake)
+            pruned = frozenset(self._pruned_ids)
+        return Decision(out, _NO_RATE_CAPS, pruned, wake)  # positional: built at every decision
 
     def _emit(self, fid: int, prio: Priority, out: dict[int, Priority]) -> None:
         if self.prio.get(fid) != prio:
