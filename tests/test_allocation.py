@@ -154,3 +154,19 @@ def test_shares_with_a_cap_and_a_second_bottleneck():
                  np.ones(4), np.array([0, 0, 0]), caps=np.array([3.0, np.inf, np.inf]),
                  shares=np.array([3.0, 1.0, 2.0]))
     assert r.tolist() == pytest.approx([3.0, 7.0, 2.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 200), st.integers(1, 8), st.booleans(), st.integers(0, 2**32 - 1))
+def test_stable_sort_is_numpys_stable_argsort(n, distinct, as_float, seed):
+    """The allocator's own merge sort (runs, merges, ties) orders items exactly as numpy's
+    stable argsort of their values does: few distinct keys, so most comparisons tie, and the
+    items a shuffled subset (as the allocator sorts a subset of rows)."""
+    from mfsched.sim.allocation import _stable_sort
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, distinct, n).astype(float if as_float else np.int64)
+    items = rng.permutation(n)[:rng.integers(0, n + 1)].astype(np.int64)
+    out = np.empty(len(items), dtype=np.int64)
+    _stable_sort(values, items, out, np.empty(len(items), dtype=np.int64))
+    assert out.tolist() == items[np.argsort(values[items], kind="stable")].tolist()

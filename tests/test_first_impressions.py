@@ -187,7 +187,7 @@ def test_license_is_the_apache_license_the_metadata_names():
 def test_the_first_run_says_it_compiles(tmp_path):
     """With an empty numba cache the first run says so on stderr; the second, cached, not."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    notice = "compiling the simulator's kernels (first run only, ~10 s)"
+    notice = "compiling the simulator's kernels (first run only, ~5 s)"
     args = [sys.executable, "-m", "mfsched", "simulate", "--json", "--requests", "2",
             "--warmup", "0", "--scheduler", "fs"]
     first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mfsched.policy.types import Priority
+from mfsched.sim.allocation import allocate_rows
 from mfsched.sim.network import FluidNetwork
 from mfsched.sim.replay import ReplayFlow, replay
 
@@ -110,7 +111,7 @@ def test_paced_flows_reserved_agree_with_full_filling(seed, cap_scale):
         fast = np.array([net.rate_bytes_per_s(f) for f in net._ids])
         n = len(net)
         full = np.zeros(n)
-        netmod.allocate_rows(net.capacity_bytes_per_s, net._links, net._weights, net._ints[0],
+        allocate_rows(net.capacity_bytes_per_s, net._links, net._weights, net._ints[0],
                              net._ints[1], net._floats[netmod._CAP], net._floats[netmod._SHARE],
                              n, full)
         assert fast == pytest.approx(full, rel=1e-9, abs=1e-12)

@@ -70,7 +70,7 @@ def compile_notice() -> None:
     from mfsched._jit import kernels_cached
 
     if not kernels_cached():
-        err_console.print("compiling the simulator's kernels (first run only, ~10 s)")
+        err_console.print("compiling the simulator's kernels (first run only, ~5 s)")
 
 
 def memo_notice(prepared) -> None:

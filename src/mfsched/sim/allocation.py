@@ -22,8 +22,9 @@ freeze at that level; repeat. Lower classes (the scavenger class is just the las
 what is left, so the allocation is
 work-conserving: a link with spare capacity has no flow that is limited by it.
 
-:func:`allocate_rows` runs at every reallocation of the simulator, so it is a compiled kernel
-(:mod:`mfsched._jit`); :func:`allocate` is the same computation for a sparse entry list, the
+:func:`allocate_subset` runs at every reallocation of the simulator, so it is a compiled kernel
+(:mod:`mfsched._jit`); :func:`allocate_rows` calls it on every row and :func:`allocate` is the
+same computation for a sparse entry list, the
 form the tests and the ns-3 check use. Hand-computed cases are in ``tests/test_allocation.py``;
 the network model is checked against packet-level ns-3 by ``bench/ns3_check.py``.
 """
@@ -43,6 +44,7 @@ _REL_TOL = 1e-9
 _BOUND_MARGIN = 1e-9
 _INF = float("inf")  # a float literal: numba reads np.inf through a slow global lookup
 _MAX_LEVEL = (1 << (63 - RANK_BITS)) - 1
+_RUN = 16  # the stable sort's insertion-sorted runs
 
 
 def priority_key(level: int, rank: int) -> int:
@@ -82,14 +84,15 @@ def allocate(capacity: np.ndarray, entry_flow: np.ndarray, entry_link: np.ndarra
     return rates
 
 
-@njit
-def allocate_rows(capacity, links, weights, nlinks, keys, caps, shares, n, rates):
-    """Write the rates of flows ``0..n-1`` (capacity units per second) into ``rates``.
-
-    (Writing into the caller's array rather than returning one keeps the call cheap.)
-    """
-    allocate_subset(capacity, capacity.copy(), np.arange(n), links, weights, nlinks, keys, caps,
-                    shares, rates)
+def allocate_rows(capacity: np.ndarray, links: np.ndarray, weights: np.ndarray,
+                  nlinks: np.ndarray, keys: np.ndarray, caps: np.ndarray, shares: np.ndarray,
+                  n: int, rates: np.ndarray) -> None:
+    """Write the rates of flows ``0..n-1`` (capacity units per second) into ``rates``: the
+    compiled :func:`allocate_subset` over every row on the full capacity. (The simulator's
+    network calls that kernel from its own compiled reallocation; a compiled wrapper here
+    would only add compilation: numba re-optimises every callee inside each caller.)"""
+    allocate_subset(capacity, capacity.copy(), np.arange(n, dtype=np.int64), links, weights,
+                    nlinks, keys, caps, shares, rates)
 
 
 @njit
@@ -105,7 +108,8 @@ def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps
         return
     local_of = np.full(len(capacity), -1, dtype=np.int64)
     frozen = np.zeros(len(keys), dtype=np.bool_)
-    order = rows[np.argsort(keys[rows], kind="mergesort")]
+    order = np.empty(n, dtype=np.int64)
+    _stable_sort(keys, rows, order, np.empty(n, dtype=np.int64))
     # scratch arrays of every class's filling, allocated once per call: with thousands of
     # small classes (distinct ranks), allocating them per class was most of the cost
     entries = 0
@@ -184,9 +188,11 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         count += nlinks[f]
     glob = scratch_ints[0, :count]
     demand = scratch_demand[:count]
-    demand[:] = 0.0
     fan = scratch_ints[1, :count + 1]
-    fan[:] = 0
+    for loc in range(count):
+        demand[loc] = 0.0
+        fan[loc] = 0
+    fan[count] = 0
     for f in members:
         for k in range(nlinks[f]):
             g = links[f, k]
@@ -202,7 +208,8 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         fan[loc + 1] += fan[loc]
     flows_of = scratch_ints[2, :fan[n_local]]
     fill = scratch_ints[3, :n_local]
-    fill[:] = fan[:n_local]
+    for loc in range(n_local):
+        fill[loc] = fan[loc]
     for f in members:
         for k in range(nlinks[f]):
             loc = local_of[links[f, k]]
@@ -220,7 +227,11 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
             capped[c] = f
             c += 1
     if n_capped > 1:
-        capped = capped[np.argsort(caps[capped] / shares[capped], kind="mergesort")]
+        unsorted = capped.copy()
+        level_of = np.empty(len(caps))  # the level at which each capped flow reaches its cap
+        for f in unsorted:
+            level_of[f] = caps[f] / shares[f]
+        _stable_sort(level_of, unsorted, capped, np.empty(n_capped, dtype=np.int64))
     cap_ptr = 0
     left = n_members
     level = 0.0
@@ -301,6 +312,49 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         n_active = kept  # demand only falls: a link without any stays out of both scans
     for loc in range(n_local):
         local_of[glob[loc]] = -1
+
+
+@njit
+def _stable_sort(values, items, out, tmp):
+    """``items`` in increasing ``values[item]``, equal values in their order in ``items``,
+    into ``out`` (``tmp``: scratch of the same length): numpy's stable argsort, written as a
+    bottom-up merge sort (insertion-sorted runs, then merges of runs) because numba compiles
+    its own ``argsort(kind="mergesort")`` for seconds per key type, most of a first run's
+    compilation. A stable sort has one answer, so the order is numpy's exactly."""
+    n = len(items)
+    for i in range(n):
+        out[i] = items[i]
+    for lo in range(0, n, _RUN):
+        hi = min(lo + _RUN, n)
+        for i in range(lo + 1, hi):
+            x = out[i]
+            v = values[x]
+            j = i
+            while j > lo and v < values[out[j - 1]]:
+                out[j] = out[j - 1]
+                j -= 1
+            out[j] = x
+    src, dst = out, tmp
+    in_out = True  # whether src is out
+    width = _RUN
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i, j = lo, mid
+            for k in range(lo, hi):
+                if j < hi and (i >= mid or values[src[j]] < values[src[i]]):
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+        src, dst = dst, src
+        in_out = not in_out
+        width *= 2
+    if not in_out:
+        for i in range(n):
+            out[i] = src[i]
 
 
 @njit

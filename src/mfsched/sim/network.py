@@ -1,4 +1,4 @@
-"""Fluid flows on a topology: rates from :func:`~mfsched.sim.allocation.allocate_rows`.
+"""Fluid flows on a topology: rates from :func:`~mfsched.sim.allocation.allocate_subset`.
 
 A network flow is one rate variable. It is either a single point-to-point transfer, or a
 *group*: parallel members of one collective (or the TP lanes of one KV transfer) advanced
@@ -33,7 +33,7 @@ import numpy as np
 
 from .._jit import njit
 from ..policy.types import Priority
-from .allocation import allocate_rows, allocate_subset, priority_key
+from .allocation import allocate_subset, priority_key
 
 __all__ = ["FluidNetwork", "load_kernels"]
 
@@ -220,15 +220,11 @@ class FluidNetwork:
             _alone_rates(self.capacity_bytes_per_s, self._links, self._weights, self._ints,
                          self._floats, n)
             return self.next_completion_s()
-        if self._paced:
-            if len(self._rows_buf) < n:
-                self._rows_buf = np.empty(2 * n, dtype=np.int64)
-            t_next = _reallocate_paced(self.capacity_bytes_per_s, self._reserved,
-                                       self._residual, self._rows_buf, self._links,
-                                       self._weights, self._ints, self._floats, n)
-        else:
-            t_next = _reallocate(self.capacity_bytes_per_s, self._links, self._weights,
-                                 self._ints, self._floats, n)
+        if len(self._rows_buf) < n:
+            self._rows_buf = np.empty(2 * n, dtype=np.int64)
+        t_next = _reallocate(self.capacity_bytes_per_s, self._reserved, self._residual,
+                             self._rows_buf, self._links, self._weights, self._ints,
+                             self._floats, n, self._paced > 0)
         if self.check_invariants:
             self._check()
         return self.now_s + t_next
@@ -303,43 +299,45 @@ def _time_to_next(floats, n):
 
 
 @njit
-def _reallocate(capacity, links, weights, ints, floats, n):
-    """New rates in place; returns the time until the next completion."""
-    allocate_rows(capacity, links, weights, ints[_NLINKS], ints[_KEY], floats[_CAP],
-                  floats[_SHARE], n, floats[_RATE])
-    return _time_to_next(floats, n)
-
-
-@njit
-def _reallocate_paced(capacity, reserved, residual, rows, links, weights, ints, floats, n):
-    """:func:`_reallocate` with paced (capped) flows: if every capped flow's class lies above
-    every uncapped flow's and no link is (nearly) overbooked by caps, the capped flows get
-    their caps and the others are filled on what is left; otherwise the full filling."""
-    top_paced = -1
-    first_free = -1
+def _reallocate(capacity, reserved, residual, rows, links, weights, ints, floats, n, paced):
+    """New rates in place; returns the time until the next completion. With paced (capped)
+    flows, if every capped flow's class lies above every uncapped flow's and no link is
+    (nearly) overbooked by caps, the capped flows get their caps and the others are filled on
+    what is left; otherwise (and without paced flows) the full filling of every flow. (One
+    kernel for both: numba re-optimises every compiled callee inside each caller, so each
+    level of calls added about half a second to a first run's compilation.)"""
     m = 0
-    for i in range(n):
-        if floats[_CAP, i] < _INF:
-            if ints[_KEY, i] > top_paced:
-                top_paced = ints[_KEY, i]
-        else:
-            if first_free < 0 or ints[_KEY, i] < first_free:
-                first_free = ints[_KEY, i]
-            rows[m] = i
-            m += 1
-    ok = first_free < 0 or top_paced < first_free
+    ok = paced
+    if paced:
+        top_paced = -1
+        first_free = -1
+        for i in range(n):
+            if floats[_CAP, i] < _INF:
+                if ints[_KEY, i] > top_paced:
+                    top_paced = ints[_KEY, i]
+            else:
+                if first_free < 0 or ints[_KEY, i] < first_free:
+                    first_free = ints[_KEY, i]
+                rows[m] = i
+                m += 1
+        ok = first_free < 0 or top_paced < first_free
+        if ok:
+            for g in range(len(capacity)):
+                share = reserved[g] / _FX
+                if share > 1.0 - _RESERVE_SLACK:
+                    ok = False
+                    break
+                residual[g] = capacity[g] - capacity[g] * share
     if ok:
+        for i in range(n):
+            if floats[_CAP, i] < _INF:
+                floats[_RATE, i] = floats[_CAP, i]
+    else:
         for g in range(len(capacity)):
-            share = reserved[g] / _FX
-            if share > 1.0 - _RESERVE_SLACK:
-                ok = False
-                break
-            residual[g] = capacity[g] - capacity[g] * share
-    if not ok:
-        return _reallocate(capacity, links, weights, ints, floats, n)
-    for i in range(n):
-        if floats[_CAP, i] < _INF:
-            floats[_RATE, i] = floats[_CAP, i]
+            residual[g] = capacity[g]
+        for i in range(n):
+            rows[i] = i
+        m = n
     allocate_subset(capacity, residual, rows[:m], links, weights, ints[_NLINKS], ints[_KEY],
                     floats[_CAP], floats[_SHARE], floats[_RATE])
     return _time_to_next(floats, n)
