@@ -1,9 +1,12 @@
 """Where mfsched keeps what it caches on disk, and the digest that ties a cache to the code.
 
-Two caches live under :func:`cache_root`: the simulator's compiled kernels
-(:mod:`mfsched._jit`, ``numba/``) and the isolated-TTFT memo behind the SLOs
-(:mod:`mfsched.sim.slomemo`, ``slo/``). Both are keyed by :func:`source_digest` of the code
-they depend on, so an edited or upgraded mfsched never reads an entry that older code wrote.
+Three caches live under :func:`cache_root`: the simulator's compiled kernels
+(:mod:`mfsched._jit`, ``numba/``), the isolated-TTFT memo behind the SLOs
+(:mod:`mfsched.sim.slomemo`, ``slo/``) and the schedulers' last wall times per cluster
+(:mod:`mfsched.experiments.runtimes`, ``runtimes/``). All are keyed by :func:`source_digest`
+of the code they depend on, so an edited or upgraded mfsched never reads an entry that older
+code wrote. The two JSON caches are read and written with :func:`read_floats` and
+:func:`write_json` (atomic replace).
 
 ``MFSCHED_CACHE_DIR`` chooses the root (default ``$XDG_CACHE_HOME/mfsched``, else
 ``~/.cache/mfsched``); ``MFSCHED_NO_DISK_CACHE=1`` keeps the SLO memo in memory only.
@@ -12,12 +15,16 @@ Stdlib only: :mod:`mfsched._jit` imports this before any kernel is compiled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["PACKAGE", "cache_root", "disk_cache_enabled", "source_digest"]
+__all__ = ["PACKAGE", "cache_root", "disk_cache_enabled", "read_floats", "source_digest",
+           "write_json"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -46,3 +53,31 @@ def source_digest(relpaths: Iterable[str]) -> str:
         h.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def read_floats(path: Path) -> dict[str, float]:
+    """A JSON object of string -> float cached at ``path``; empty if missing or unreadable
+    (other entries dropped: a cache is never trusted further than its types)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, float)}
+
+
+def write_json(path: Path, data: object) -> None:
+    """Replace ``path`` with ``data`` as JSON atomically (a temporary file in the same
+    directory, renamed): readers see the old file or the new one, never a part. Raises
+    OSError; the temporary file is removed on any failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -13,7 +13,8 @@ are forked after the stream is prepared and the caches warmed, so they inherit b
 rebuilding them; each returns its result and the memo entries it computed, which the driver
 merges (and saves), and streams its progress to the driver. Results are identical to a
 sequential run: every run is deterministic and the memo's entries are the same whoever
-computes them (``tests/test_equivalence.py`` runs both ways).
+computes them (``tests/test_equivalence.py`` runs both ways). They start longest first, by
+the wall times of the cluster's last run (:mod:`mfsched.experiments.runtimes`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ..workload.requests import Request, ideal_reuse_ratio, poisson_retime
 from ..workload.stages import StagePlanner
 from ..workload.synthetic import SessionTiming, generate, history_requests
 from ..workload.traces import TraceLimits, load_trace
+from . import runtimes
 from .config import MAX_STREAM_REQUESTS, SimConfig
 
 __all__ = ["CONTENTION_FREE", "MAX_ARRIVAL_SPAN_S", "Prepared", "RunResult", "Stream",
@@ -405,14 +407,17 @@ def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
 
     listener = threading.Thread(target=relay, name="mfsched-progress", daemon=True)
     listener.start()
+    order = runtimes.longest_first(p.cluster, schedulers)  # (the wall time's only knob)
     try:
-        execute(_run_in_worker, list(schedulers), executor="process", jobs=jobs,
-                on_result=keep)
+        execute(_run_in_worker, [schedulers[i] for i in order], executor="process", jobs=jobs,
+                on_result=lambda k, out: keep(order[k], out))
     finally:
         queue.put(None)
         listener.join()
         _SHARED = None
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    runtimes.record(p.cluster, {r.scheduler: r.stats.wall_time_s for r in done})
+    return done
 
 
 def _run_in_worker(scheduler: str) -> tuple[RunResult, dict[str, float]]:

@@ -30,17 +30,13 @@ runs of a point (:mod:`mfsched.experiments.runner`).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cachedir import cache_root, disk_cache_enabled, source_digest
+from ..cachedir import cache_root, disk_cache_enabled, read_floats, source_digest, write_json
 from ..provenance import mfsched_version
 from ..workload.stages import Chunk, CollectiveStep, ComputeStep
 
@@ -120,7 +116,7 @@ class SloStore:
             return cls()
         path = cache_root() / "slo" / f"{cluster_digest(cluster)[:32]}.json"
         store = cls(path)
-        store.entries.update(_read(path))
+        store.entries.update(read_floats(path))
         return store
 
     def get(self, key: str) -> float | None:
@@ -145,28 +141,10 @@ class SloStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.with_suffix(".lock"), "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                merged = _read(self.path)
+                merged = read_floats(self.path)
                 merged.update(self.new)
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".slo-")
-                try:
-                    with os.fdopen(fd, "w") as f:
-                        json.dump(merged, f)
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                write_json(self.path, merged)
         except OSError:
             return
         self.entries.update(merged)
         self.new.clear()
-
-
-def _read(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, float)}
