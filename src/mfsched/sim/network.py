@@ -74,6 +74,7 @@ class FluidNetwork:
         self._weights = np.zeros((64, 8))
         self._ints = np.zeros((_NINTS, 64), dtype=np.int64)
         self._floats = np.zeros((_NFLOATS, 64))
+        self._read_only = self._read_only_rows()
         self._done_buf = np.empty(64, dtype=np.int64)
         self._paced = 0  # flows with a rate cap
         # the paced flows' load per link, x _FX
@@ -93,6 +94,15 @@ class FluidNetwork:
         ints[:, :n] = self._ints[:, :n]
         floats[:, :n] = self._floats[:, :n]
         self._links, self._weights, self._ints, self._floats = links, weights, ints, floats
+        self._read_only = self._read_only_rows()
+
+    def _read_only_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read-only views of the id, remaining and rate rows (slices of a read-only view are
+        read-only: :meth:`flow_arrays` hands them out without setting flags per call)."""
+        rows = (self._ints[_ID], self._floats[_REMAINING], self._floats[_RATE])
+        for row in rows:
+            row.flags.writeable = False
+        return rows
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -183,10 +193,8 @@ class FluidNetwork:
         for policies that look at every flow at each decision, :class:`~mfsched.policy.PIAS`).
         """
         n = len(self._ids)
-        views = (self._ints[_ID, :n], self._floats[_REMAINING, :n], self._floats[_RATE, :n])
-        for v in views:
-            v.flags.writeable = False
-        return views
+        ids, remaining, rates = self._read_only
+        return ids[:n], remaining[:n], rates[:n]
 
     # --- time --------------------------------------------------------------------------------
 
