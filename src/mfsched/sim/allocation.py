@@ -341,14 +341,35 @@ def _stable_sort(values, items, out, tmp):
         for lo in range(0, n, 2 * width):
             mid = min(lo + width, n)
             hi = min(lo + 2 * width, n)
-            i, j = lo, mid
-            for k in range(lo, hi):
-                if j < hi and (i >= mid or values[src[j]] < values[src[i]]):
-                    dst[k] = src[j]
-                    j += 1
-                else:
-                    dst[k] = src[i]
-                    i += 1
+            i, j, k = lo, mid, lo
+            if mid < hi and values[src[mid]] < values[src[mid - 1]]:  # else: already in order
+                xi, xj = src[i], src[j]
+                vi, vj = values[xi], values[xj]
+                while True:
+                    if vj < vi:  # strictly: equal values keep their order (stable)
+                        dst[k] = xj
+                        k += 1
+                        j += 1
+                        if j == hi:
+                            break
+                        xj = src[j]
+                        vj = values[xj]
+                    else:
+                        dst[k] = xi
+                        k += 1
+                        i += 1
+                        if i == mid:
+                            break
+                        xi = src[i]
+                        vi = values[xi]
+            while i < mid:
+                dst[k] = src[i]
+                k += 1
+                i += 1
+            while j < hi:
+                dst[k] = src[j]
+                k += 1
+                j += 1
         src, dst = dst, src
         in_out = not in_out
         width *= 2
