@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._jit import njit
+from .arrays import grown, progress_arrays
 from .base import SCHEDULERS, Policy, PolicyConfig
 from .types import MAX_RANK, Decision, FlowInfo, Priority, ProgressView
 
@@ -188,11 +189,8 @@ class PIAS(Policy):
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
         fid = flow.flow_id
-        if fid >= len(self._size):
-            grown = max(2 * len(self._size), fid + 1)
-            self._size = np.concatenate([self._size, np.zeros(grown - len(self._size))])
-            self._level = np.concatenate([self._level,
-                                          np.zeros(grown - len(self._level), dtype=np.int64)])
+        self._size = grown(self._size, fid)
+        self._level = grown(self._level, fid)
         self._size[fid] = flow.size_bytes
         self._level[fid] = 0
         self.flows.add(fid)
@@ -204,13 +202,7 @@ class PIAS(Policy):
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
         prios = {fid: Priority(0) for fid in self._new}
         self._new.clear()
-        bulk = getattr(progress, "flow_arrays", None)
-        if bulk is not None:
-            ids, remaining, rates = bulk()
-        else:
-            ids = np.fromiter(self.flows, dtype=np.int64, count=len(self.flows))
-            remaining = np.array([progress.remaining_bytes(int(f)) for f in ids])
-            rates = np.array([progress.rate_bytes_per_s(int(f)) for f in ids])
+        ids, remaining, rates = progress_arrays(progress, self.flows)
         if len(self._changed) < len(ids):
             self._changed = np.empty(2 * len(ids), dtype=np.int64)
         changed, wake = _pias_walk(ids, remaining, rates, self._size, self._level,

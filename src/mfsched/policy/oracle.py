@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._jit import njit
+from .arrays import grown, progress_arrays
 from .base import SCHEDULERS, Policy, PolicyConfig
 from .types import BatchInfo, Decision, FlowInfo, Priority, ProgressView, RequestInfo, Stage
 
@@ -68,15 +69,6 @@ class OracleConfig(PolicyConfig):
             raise ValueError("critical_share must be in (0, 1]")
 
 
-def _columns(arr: np.ndarray, index: int) -> np.ndarray:
-    """``arr`` (rows x columns) with room for column ``index``: doubled, zero-filled."""
-    if index < arr.shape[-1]:
-        return arr
-    grown = np.zeros((*arr.shape[:-1], max(2 * arr.shape[-1], index + 1)), dtype=arr.dtype)
-    grown[..., :arr.shape[-1]] = arr
-    return grown
-
-
 @SCHEDULERS.register("oracle", help="clairvoyant least-laxity-first with exact remaining work "
                                     "(reference, not a proven optimum)")
 class Oracle(Policy):
@@ -105,8 +97,8 @@ class Oracle(Policy):
         slot = self._req_slot.get(rid)
         if slot is None:
             slot = self._req_slot[rid] = len(self._req_slot)
-            self._rf = _columns(self._rf, slot)
-            self._rlive = _columns(self._rlive, slot)
+            self._rf = grown(self._rf, slot)
+            self._rlive = grown(self._rlive, slot)
         return slot
 
     def _pair(self, batch_slot: int, rid: int) -> int:
@@ -114,8 +106,8 @@ class Oracle(Policy):
         pair = self._pair_slot.get(key)
         if pair is None:
             pair = self._pair_slot[key] = len(self._pair_slot)
-            self._pi = _columns(self._pi, pair)
-            self._pf = _columns(self._pf, pair)
+            self._pi = grown(self._pi, pair)
+            self._pf = grown(self._pf, pair)
             self._pi[_PAIR_REQ, pair] = self._request(rid)
             self._pair_layers[pair] = set()
         return pair
@@ -133,8 +125,8 @@ class Oracle(Policy):
     def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
         slot = self._batch_slot[batch.batch_id] = self._batch_slots
         self._batch_slots += 1  # (slots are not reused: ended batches leave _batch_slot)
-        self._bi = _columns(self._bi, slot)
-        self._bf = _columns(self._bf, slot)
+        self._bi = grown(self._bi, slot)
+        self._bf = grown(self._bf, slot)
         lo = len(self._pair_slot)
         for rid in batch.request_ids:
             self._pair(slot, rid)
@@ -152,8 +144,8 @@ class Oracle(Policy):
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
         fid = flow.flow_id
-        self._fi = _columns(self._fi, fid)
-        self._ff = _columns(self._ff, fid)
+        self._fi = grown(self._fi, fid)
+        self._ff = grown(self._ff, fid)
         batch = self._batch_slot[flow.batch_id]
         fi, ff = self._fi, self._ff
         fi[_BATCH, fid] = batch
@@ -184,12 +176,7 @@ class Oracle(Policy):
         self._fi[_KIND, flow_id] = _NONE
 
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
-        bulk = getattr(progress, "flow_arrays", None)
-        if bulk is not None:
-            ids, remaining, _ = bulk()
-        else:
-            ids = np.fromiter(self.flows, dtype=np.int64, count=len(self.flows))
-            remaining = np.array([progress.remaining_bytes(int(f)) for f in ids])
+        ids, remaining, _ = progress_arrays(progress, self.flows)
         if len(self._changed) < len(ids):
             self._changed = np.empty(2 * len(ids), dtype=np.int64)
         count = _oracle_walk(ids, remaining, now_s, self.config.critical_share, self._fi,
