@@ -135,11 +135,13 @@ class Engine:
             self._bound(0.0, time_s)
 
     def _bound(self, work_s: float, horizon_s: float) -> None:
+        """Count submitted work and the horizon. The time limit they give only grows, so the
+        loop compares with the limit as last computed and recomputes it only when an event
+        lies beyond (:meth:`_check_time`): recomputing it here, at every flow and compute
+        step, cost 2-3% of a run."""
         self.work_s += work_s
         if horizon_s > self._horizon_s:
             self._horizon_s = horizon_s
-        self._time_limit_s = min(MAX_SIMULATED_S, self._horizon_s + DRAIN_FACTOR * self.work_s
-                                 + DRAIN_SLACK_S)
 
     def new_flow_id(self) -> int:
         self._next_flow_id += 1
@@ -218,7 +220,7 @@ class Engine:
             elif kind == _WAKE and payload != self._wake_version:
                 continue
             if t > self._time_limit_s:
-                self._stuck_in_time(t)
+                self._check_time(t)
             if kind == _FLOWS:
                 self.now_s = t
                 self.events += 1
@@ -253,7 +255,12 @@ class Engine:
                 f"completion) within {self.now_s - self._idle_since_s:.3g} s of simulated time, "
                 f"at t = {self.now_s:.9g} s; {self.slowest_flow()}")
 
-    def _stuck_in_time(self, t: float) -> None:
+    def _check_time(self, t: float) -> None:
+        """``t`` passed the limit as last computed: recompute it; stuck if still past."""
+        self._time_limit_s = min(MAX_SIMULATED_S, self._horizon_s + DRAIN_FACTOR * self.work_s
+                                 + DRAIN_SLACK_S)
+        if t <= self._time_limit_s:
+            return
         raise SimulationStuck(
             f"simulated time would reach {t:.6g} s, past this run's bound of "
             f"{self._time_limit_s:.6g} s (latest arrival or deadline {self._horizon_s:.6g} s "
