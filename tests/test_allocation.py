@@ -157,16 +157,24 @@ def test_shares_with_a_cap_and_a_second_bottleneck():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 200), st.integers(1, 8), st.booleans(), st.integers(0, 2**32 - 1))
-def test_stable_sort_is_numpys_stable_argsort(n, distinct, as_float, seed):
-    """The allocator's own merge sort (runs, merges, ties) orders items exactly as numpy's
-    stable argsort of their values does: few distinct keys, so most comparisons tie, and the
-    items a shuffled subset (as the allocator sorts a subset of rows)."""
-    from mfsched.sim.allocation import _stable_sort
+@given(st.integers(0, 1200), st.integers(1, 8), st.sampled_from(["float", "int", "key"]),
+       st.integers(0, 2**32 - 1))
+def test_stable_sorts_are_numpys_stable_argsort(n, distinct, kind, seed):
+    """The allocator's own sorts (the merge sort for any values; the radix sort for integer
+    keys, which hands fewer than 256 items to the merge sort) order items exactly as numpy's
+    stable argsort of their values does: few distinct values, so most comparisons tie; class
+    keys with the level 43 bits above the rank (digits skipped); the items a shuffled subset
+    (as the allocator sorts a subset of rows)."""
+    from mfsched.sim.allocation import _stable_sort, _stable_sort_ints
 
     rng = np.random.default_rng(seed)
-    values = rng.integers(0, distinct, n).astype(float if as_float else np.int64)
+    values = rng.integers(0, distinct, n)
+    if kind == "key":
+        values = (rng.integers(0, 8, n) << 43) + values * rng.integers(1, 1 << 20)
+    values = values.astype(float if kind == "float" else np.int64)
     items = rng.permutation(n)[:rng.integers(0, n + 1)].astype(np.int64)
-    out = np.empty(len(items), dtype=np.int64)
-    _stable_sort(values, items, out, np.empty(len(items), dtype=np.int64))
-    assert out.tolist() == items[np.argsort(values[items], kind="stable")].tolist()
+    want = items[np.argsort(values[items], kind="stable")].tolist()
+    for sort in (_stable_sort,) if kind == "float" else (_stable_sort, _stable_sort_ints):
+        out = np.empty(len(items), dtype=np.int64)
+        sort(values, items, out, np.empty(len(items), dtype=np.int64))
+        assert out.tolist() == want, sort.__name__

