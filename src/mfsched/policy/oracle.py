@@ -78,11 +78,15 @@ class Oracle(Policy):
     def __init__(self, config=None) -> None:
         super().__init__(config)
         self.flows: set[int] = set()
-        self._req_slot: dict[int, int] = {}
-        self._batch_slot: dict[int, int] = {}  # live batches
+        # slots are never reused (the arrays grow by doubling); the dictionaries hold only
+        # live requests and batches
+        self._req_slot: dict[int, int] = {}  # live request -> slot
+        self._req_slots = 0
+        self._batch_slot: dict[int, int] = {}  # live batch -> slot
         self._batch_slots = 0
-        self._pair_slot: dict[tuple[int, int], int] = {}  # (batch slot, request id) -> pair
-        self._pair_layers: dict[int, set[int]] = {}  # pair -> P2D layers emitted
+        # live batch slot -> request id -> (pair, the P2D layers it emitted)
+        self._pairs: dict[int, dict[int, tuple[int, set[int]]]] = {}
+        self._pair_slots = 0
         self._fi = np.zeros((7, 64), dtype=np.int64)
         self._ff = np.zeros((5, 64))
         self._bi = np.zeros((5, 64), dtype=np.int64)
@@ -96,21 +100,23 @@ class Oracle(Policy):
     def _request(self, rid: int) -> int:
         slot = self._req_slot.get(rid)
         if slot is None:
-            slot = self._req_slot[rid] = len(self._req_slot)
+            slot = self._req_slot[rid] = self._req_slots
+            self._req_slots += 1
             self._rf = grown(self._rf, slot)
             self._rlive = grown(self._rlive, slot)
         return slot
 
-    def _pair(self, batch_slot: int, rid: int) -> int:
-        key = (batch_slot, rid)
-        pair = self._pair_slot.get(key)
-        if pair is None:
-            pair = self._pair_slot[key] = len(self._pair_slot)
+    def _pair(self, batch_slot: int, rid: int) -> tuple[int, set[int]]:
+        pairs = self._pairs[batch_slot]
+        entry = pairs.get(rid)
+        if entry is None:
+            pair = self._pair_slots
+            self._pair_slots += 1
             self._pi = grown(self._pi, pair)
             self._pf = grown(self._pf, pair)
             self._pi[_PAIR_REQ, pair] = self._request(rid)
-            self._pair_layers[pair] = set()
-        return pair
+            entry = pairs[rid] = (pair, set())
+        return entry
 
     def on_request(self, request: RequestInfo, now_s: float) -> None:
         slot = self._request(request.request_id)
@@ -118,7 +124,7 @@ class Oracle(Policy):
         self._rlive[slot] = True
 
     def on_request_done(self, request_id: int, now_s: float) -> None:
-        slot = self._req_slot.get(request_id)
+        slot = self._req_slot.pop(request_id, None)
         if slot is not None:
             self._rlive[slot] = False
 
@@ -127,14 +133,17 @@ class Oracle(Policy):
         self._batch_slots += 1  # (slots are not reused: ended batches leave _batch_slot)
         self._bi = grown(self._bi, slot)
         self._bf = grown(self._bf, slot)
-        lo = len(self._pair_slot)
+        self._pairs[slot] = {}
+        lo = self._pair_slots
         for rid in batch.request_ids:
             self._pair(slot, rid)
-        self._bi[:, slot] = (0, 0, batch.num_layers, lo, len(self._pair_slot))
+        self._bi[:, slot] = (0, 0, batch.num_layers, lo, self._pair_slots)
         self._bf[slot] = batch.layer_compute_s
 
     def on_batch_end(self, batch_id: int, now_s: float) -> None:
-        self._batch_slot.pop(batch_id, None)
+        slot = self._batch_slot.pop(batch_id, None)
+        if slot is not None:
+            del self._pairs[slot]
 
     def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
         self._bi[_LAYER, self._batch_slot[batch_id]] = layer
@@ -158,10 +167,9 @@ class Oracle(Policy):
         if flow.stage == Stage.P2D:
             fi[_KIND, fid] = _P2D_FLOW
             ff[_DEADLINE, fid] = flow.deadline_s
-            pair = self._pair(batch, flow.request_ids[0])
+            pair, layers = self._pair(batch, flow.request_ids[0])
             fi[_PAIR, fid] = pair
             fi[_REQ, fid] = self._pi[_PAIR_REQ, pair]
-            layers = self._pair_layers[pair]
             if flow.layer not in layers:
                 layers.add(flow.layer)
                 self._pi[_PAIR_LAYERS, pair] = len(layers)
