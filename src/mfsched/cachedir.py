@@ -9,7 +9,8 @@ code wrote. The two JSON caches are read and written with :func:`read_floats` an
 :func:`write_json` (atomic replace).
 
 ``MFSCHED_CACHE_DIR`` chooses the root (default ``$XDG_CACHE_HOME/mfsched``, else
-``~/.cache/mfsched``); ``MFSCHED_NO_DISK_CACHE=1`` keeps the SLO memo in memory only.
+``~/.cache/mfsched``); ``MFSCHED_NO_DISK_CACHE=1`` keeps the SLO memo in memory only and
+records no wall times.
 Stdlib only: :mod:`mfsched._jit` imports this before any kernel is compiled.
 """
 

@@ -407,7 +407,7 @@ def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
 
     listener = threading.Thread(target=relay, name="mfsched-progress", daemon=True)
     listener.start()
-    order = runtimes.longest_first(p.cluster, schedulers)  # (the wall time's only knob)
+    order = runtimes.longest_first(p.cluster, schedulers)  # (changes only the wall time)
     try:
         execute(_run_in_worker, [schedulers[i] for i in order], executor="process", jobs=jobs,
                 on_result=lambda k, out: keep(order[k], out))
