@@ -139,6 +139,18 @@ def test_rate_cap_leaves_the_rest_to_others():
     assert r.tolist() == pytest.approx([3.0, 7.0])
 
 
+def test_several_caps_in_one_class_freeze_in_order_of_their_level():
+    # one link of 10, caps 5, 3, 2 given out of order and one uncapped flow: the cap of 2
+    # freezes first at level 2, the other three share the remaining 8 (8/3 each, below 3)
+    r = allocate(np.array([10.0]), np.arange(4), np.zeros(4), np.ones(4), np.zeros(4),
+                 caps=np.array([5.0, 3.0, 2.0, np.inf]))
+    assert r.tolist() == pytest.approx([8 / 3, 8 / 3, 2.0, 8 / 3])
+    # caps 1, 3, 2 and one uncapped flow: each capped flow gets its cap, the fourth the rest
+    r = allocate(np.array([10.0]), np.arange(4), np.zeros(4), np.ones(4), np.zeros(4),
+                 caps=np.array([1.0, 3.0, 2.0, np.inf]))
+    assert r.tolist() == pytest.approx([1.0, 3.0, 2.0, 4.0])
+
+
 def test_shares_weight_the_fair_split():
     """A flow striped over 2 connections gets twice a 1-connection flow's rate: 2r + r = 9."""
     r = allocate(np.array([9.0]), np.array([0, 1]), np.array([0, 0]), np.array([1.0, 1.0]),

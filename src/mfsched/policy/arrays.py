@@ -23,14 +23,17 @@ def grown(arr: np.ndarray, index: int) -> np.ndarray:
     return wider
 
 
-def progress_arrays(progress: ProgressView,
-                    flows: Collection[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every live flow's id, remaining bytes and rate (bytes/s): the progress view's own
-    arrays where it offers them (``flow_arrays``: the simulator's network, read-only views),
-    else ``flows`` read through the view's getters."""
+def progress_arrays(progress: ProgressView, flows: Collection[int], *, rates: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every live flow's id, remaining bytes and rate (bytes/s; None unless ``rates``): the
+    progress view's own arrays where it offers them (``flow_arrays``: the simulator's
+    network, read-only views), else ``flows`` read through the view's getters (the rates
+    only when asked: a getter call per flow)."""
     bulk = getattr(progress, "flow_arrays", None)
     if bulk is not None:
-        return bulk()
+        ids, remaining, rate = bulk()
+        return ids, remaining, rate if rates else None
     ids = np.fromiter(flows, dtype=np.int64, count=len(flows))
-    return (ids, np.array([progress.remaining_bytes(int(f)) for f in ids]),
-            np.array([progress.rate_bytes_per_s(int(f)) for f in ids]))
+    remaining = np.array([progress.remaining_bytes(int(f)) for f in ids])
+    return ids, remaining, (np.array([progress.rate_bytes_per_s(int(f)) for f in ids])
+                            if rates else None)

@@ -184,7 +184,7 @@ class Oracle(Policy):
         self._fi[_KIND, flow_id] = _NONE
 
     def decide(self, now_s: float, progress: ProgressView) -> Decision:
-        ids, remaining, _ = progress_arrays(progress, self.flows)
+        ids, remaining, _ = progress_arrays(progress, self.flows, rates=False)
         if len(self._changed) < len(ids):
             self._changed = np.empty(2 * len(ids), dtype=np.int64)
         count = _oracle_walk(ids, remaining, now_s, self.config.critical_share, self._fi,

@@ -229,11 +229,17 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
             capped[c] = f
             c += 1
     if n_capped > 1:
+        # by the level at which each reaches its cap (positions sorted, ties in member order)
+        cap_level = np.empty(n_capped)
+        position = np.empty(n_capped, dtype=np.int64)
+        for c in range(n_capped):
+            cap_level[c] = caps[capped[c]] / shares[capped[c]]
+            position[c] = c
+        by_level = np.empty(n_capped, dtype=np.int64)
+        _stable_sort(cap_level, position, by_level, np.empty(n_capped, dtype=np.int64))
         unsorted = capped.copy()
-        level_of = np.empty(len(caps))  # the level at which each capped flow reaches its cap
-        for f in unsorted:
-            level_of[f] = caps[f] / shares[f]
-        _stable_sort(level_of, unsorted, capped, np.empty(n_capped, dtype=np.int64))
+        for c in range(n_capped):
+            capped[c] = unsorted[by_level[c]]
     cap_ptr = 0
     left = n_members
     level = 0.0
