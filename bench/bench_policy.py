@@ -46,14 +46,33 @@ LAYERS = 32
 
 
 class _Progress:
+    """Half of every flow's bytes left, at 1 GB/s; also in bulk (``flow_arrays``), as the
+    simulator's network offers it to the policies that read every flow (MFS's pruning)."""
+
     def __init__(self) -> None:
         self.size: dict[int, float] = {}
+        self._ids = np.zeros(1024, dtype=np.int64)
+        self._remaining = np.zeros(1024)
+        self._rates = np.zeros(1024)
+
+    def add(self, flow_id: int, size: float) -> None:
+        self.size[flow_id] = size
+        n = len(self.size)
+        if n > len(self._ids):
+            self._ids, self._remaining, self._rates = (
+                np.concatenate([a, np.zeros_like(a)])
+                for a in (self._ids, self._remaining, self._rates))
+        self._ids[n - 1], self._remaining[n - 1], self._rates[n - 1] = flow_id, size / 2, 1e9
 
     def remaining_bytes(self, flow_id: int) -> float:
         return self.size.get(flow_id, 1e6) / 2
 
     def rate_bytes_per_s(self, flow_id: int) -> float:
         return 1e9
+
+    def flow_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(self.size)
+        return self._ids[:n], self._remaining[:n], self._rates[:n]
 
 
 class _Population:
@@ -73,7 +92,7 @@ class _Population:
         self.next_flow += 1
         fid = self.next_flow
         size = self.rng.uniform(1e5, 4e6)
-        self.progress.size[fid] = size
+        self.progress.add(fid, size)
         target = self.rng.randrange(LAYERS) if stage == Stage.KV_REUSE else 0
         if stage != Stage.COLLECTIVE:
             self.promotable[batch] = self.promotable.get(batch, 0) + 1

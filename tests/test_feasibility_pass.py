@@ -1,11 +1,10 @@
-"""The compiled feasibility check against the plain walk it replaced (issue 11 part B).
+"""The compiled feasibility check against a plain walk of Algorithm 1 (issue 11 part B).
 
-``_reference`` is the Python walk of Algorithm 1 as it was before the check became one
-compiled pass (a test oracle, not used by the package): dictionaries per port, the bottleneck
-port the first of the largest time in the iteration order of the batch's set of P2D ports.
+``_reference`` is the Python walk of Algorithm 1 (a test oracle, not used by the package):
+dictionaries per port, the bottleneck port the lowest id among those of the largest time.
 Random cases are built to tie (few ports with ids spread out, loads and capacities from short
-lists), so the order-dependent choices are exercised: scanning the ports in sorted order
-instead of the set's makes this test fail.
+lists), so the order-dependent choices are exercised: scanning the ports in the iteration
+order of a set (the rule before the check's state moved into arrays) makes this test fail.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ def _reference(batches, capacity, now_s, budget):
             pool[r] = per_port
             _add(load, per_port, 1.0)
         own = set(b.prunable)
-        p2d_ports = {port for per_port in b.prunable.values() for port in per_port}
+        p2d_ports = sorted({port for per_port in b.prunable.values() for port in per_port})
         target = loose_deadline(b.deadlines)
         early_finish = b.compute_end_s + _bottleneck(above_early, early, capacity, early)[1]
         while len(pruned) < budget and pool and early_finish <= target:

@@ -24,7 +24,8 @@ from .cachedir import cache_root, source_digest
 __all__ = ["JIT_ENABLED", "KERNEL_SOURCES", "kernels_cached", "njit"]
 
 # every module that defines kernels (relative to the package)
-KERNEL_SOURCES = ("_jit.py", "policy/baselines.py", "policy/oracle.py", "policy/red.py",
+KERNEL_SOURCES = ("_jit.py", "policy/baselines.py", "policy/batchbook.py", "policy/oracle.py",
+                  "policy/red.py",
                   "sim/allocation.py",
                   "sim/network.py")
 

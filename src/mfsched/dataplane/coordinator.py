@@ -6,10 +6,11 @@ daemons inside network namespaces reach it). Daemons report request and batch ev
 event by one daemon, the one the runtime marked ``report``), the per-port loads of the P2D flows
 they carry and, on every batch event they see, how much of those flows remains. On every batch
 arrival and departure the coordinator runs MFS's inter-request stage with the global view, with
-the very functions MFS runs locally (:mod:`mfsched.policy.red`):
+the very state and functions MFS runs locally (:class:`mfsched.policy.batchbook.BatchBook`):
 
-1. :func:`~mfsched.policy.red.red_order`: the live batches by their robust effective deadline;
-2. :func:`~mfsched.policy.red.batch_loads` + :func:`~mfsched.policy.red.feasibility_prune`:
+1. :meth:`~mfsched.policy.batchbook.BatchBook.reorder`: the live batches by their robust
+   effective deadline (sparse ranks: a batch that moves changes no other batch's rank);
+2. :meth:`~mfsched.policy.batchbook.BatchBook.prune`:
    the feasibility check with selective pruning over that order (remaining compute,
    early-stage bytes of the remaining layers, P2D bytes still in flight (the daemons' last
    progress report: a flow counts in full until its first report) and of layers still to
@@ -32,7 +33,7 @@ import sys
 from ..errors import UserError
 from ..policy import SCHEDULERS
 from ..policy.base import parse_options
-from ..policy.red import BatchState, add_in_flight, batch_loads, feasibility_prune, red_order
+from ..policy.batchbook import BatchBook
 from .clock import serve_until_signalled
 from .control import ControlClient, ControlServer
 from .limits import ControlLimits, GuardStats, parse_limit_options
@@ -57,28 +58,17 @@ def drop_budget_of(scheduler: str, num_levels: int, options: dict[str, str]) -> 
     return int(getattr(config, "drop_budget", 0))
 
 
-class _P2d:
-    __slots__ = ("batch_id", "left", "port_bytes", "request_id")
-
-    def __init__(self, request_id: int, batch_id: int, port_bytes: dict[int, float]) -> None:
-        self.request_id = request_id
-        self.batch_id = batch_id
-        self.port_bytes = port_bytes
-        self.left = 1.0  # share of its bytes still to move (the daemon's last report)
-
-
 class CoordinatorState:
     """The coordinator's view and its two computations; no I/O (unit-testable)."""
 
     def __init__(self) -> None:
         self.drop_budget = 0
         self.run_id = ""
-        self.requests: dict[int, float] = {}  # request -> deadline (model s)
-        self.batches: dict[int, BatchState] = {}
-        self.p2d: dict[tuple[int, int], _P2d] = {}  # (flow, server) -> its load here
-        self.capacity_bytes_per_s: dict[int, float] = {}  # port -> bytes/s
+        # requests (deadlines in model s), batches, P2D flows in flight, the order and pruning
+        self.book = BatchBook()
+        self._p2d: dict[tuple[int, int], int] = {}  # (flow, server) -> the book's flow id
+        self._next_flow = 0
         self.ranks: dict[int, int] = {}
-        self.pruned: set[int] = set()
         self.version = 0
 
     def reset(self, run_id: str, drop_budget: int = 0) -> None:
@@ -89,59 +79,60 @@ class CoordinatorState:
     def apply(self, msg: dict, server: int) -> bool:
         """Update the view; True if the order and pruning must be recomputed."""
         kind = msg["type"]
+        book = self.book
         if kind == "request":
-            self.requests[msg["request_id"]] = msg["arrival_s"] + msg["slo_s"]
+            book.add_request(msg["request_id"], msg["arrival_s"] + msg["slo_s"])
         elif kind == "request_done":
-            self.requests.pop(msg["request_id"], None)
-            self.pruned.discard(msg["request_id"])
+            book.end_request(msg["request_id"])
         elif kind == "batch_start":
             info = batch_from(msg)
-            if info.batch_id in self.batches:
+            if book.has_batch(info.batch_id):
                 return False
-            self.batches[info.batch_id] = BatchState(info)
-            for port, bps in info.port_capacity_bps.items():
-                self.capacity_bytes_per_s[port] = bps / 8
+            book.add_batch(info)
             return True
         elif kind == "layer_start":
-            b = self.batches.get(msg["batch_id"])
-            if b is not None:
-                b.layer = max(b.layer, msg["layer"])
+            if book.has_batch(msg["batch_id"]):
+                book.set_layer(msg["batch_id"], max(book.layer(msg["batch_id"]), msg["layer"]))
         elif kind == "batch_compute_done":
-            b = self.batches.get(msg["batch_id"])
-            if b is not None:
-                b.compute_done = True
+            if book.has_batch(msg["batch_id"]):
+                book.set_compute_done(msg["batch_id"])
         elif kind == "batch_end":
-            return self.batches.pop(msg["batch_id"], None) is not None
+            if not book.has_batch(msg["batch_id"]):
+                return False
+            book.end_batch(msg["batch_id"])
+            return True
         elif kind == "p2d_submit":
-            self.p2d[(msg["flow_id"], server)] = _P2d(msg["request_id"], msg["batch_id"],
-                                                      dict(msg["port_bytes"]))
-            b = self.batches.get(msg["batch_id"])
-            if b is not None:
-                b.p2d_layers.setdefault(msg["request_id"], set()).add(msg["layer"])
+            key = (msg["flow_id"], server)
+            if key not in self._p2d:
+                fid = self._p2d[key] = self._next_flow
+                self._next_flow += 1
+                book.add_p2d(fid, msg["batch_id"], msg["request_id"], msg["layer"],
+                             msg["port_bytes"])
         elif kind == "p2d_complete":
-            self.p2d.pop((msg["flow_id"], server), None)
+            fid = self._p2d.pop((msg["flow_id"], server), None)
+            if fid is not None:
+                book.end_p2d(fid)
         elif kind == "p2d_progress":
-            for fid, left in msg["flows"]:
-                flow = self.p2d.get((fid, server))
-                if flow is not None:
-                    flow.left = left
+            for flow_id, left in msg["flows"]:
+                fid = self._p2d.get((flow_id, server))
+                if fid is not None:
+                    book.set_left(fid, left)
         return False
+
+    @property
+    def pruned(self) -> set[int]:
+        """The live pruned requests."""
+        return self.book.pruned
 
     def recompute(self, now_s: float) -> bool:
         """New RED ranks and pruning; True if the decision changed."""
-        ordered = red_order(self.batches.values(), self.requests)
-        ranks = {b.info.batch_id: i for i, b in enumerate(ordered)}
-        victims: list[int] = []
-        if self.drop_budget:
-            in_flight: dict[tuple[int, int], dict[int, float]] = {}
-            for f in self.p2d.values():
-                add_in_flight(in_flight, f.batch_id, f.request_id, f.port_bytes.items(), f.left)
-            loads = batch_loads(ordered, self.requests, self.pruned, in_flight, now_s)
-            victims = feasibility_prune(loads, self.capacity_bytes_per_s, now_s,
-                                        self.drop_budget)
-        changed = ranks != self.ranks or bool(set(victims) - self.pruned)
+        book = self.book
+        book.reorder()
+        ranks = book.ranks()
+        victims = [rid for rid in book.prune(now_s, self.drop_budget) if rid not in book.pruned]
+        book.mark_pruned(victims)
+        changed = ranks != self.ranks or bool(victims)
         self.ranks = ranks
-        self.pruned |= set(victims)
         if changed:
             self.version += 1
         return changed

@@ -37,12 +37,13 @@ stages above the other P2D)
 first)                                 layer), :meth:`.rmlq.LevelLayout.early` (capped)
 §4.4.2 RED (robust effective           :func:`.red.split_deadlines`,
 deadline), the global order            :func:`.red.robust_effective_deadline`,
-                                       :func:`.red.red_order`; ranks: :meth:`.mfs.MFS._reorder`
-App. B Algorithm 1: feasibility and    :func:`.red.batch_loads` (load vectors),
-selective pruning, drop budget         :func:`.red.feasibility_prune`; MFS:
-                                       :meth:`.mfs.MFS._prune`; the coordinator:
+                                       :meth:`.batchbook.BatchBook.reorder` (sparse ranks);
+                                       MFS's flows: :meth:`.mfs.MFS._reorder`
+App. B Algorithm 1: feasibility and    :meth:`.batchbook.BatchBook.prune` (load vectors in
+selective pruning, drop budget         arrays, the walk :func:`.red.feasibility_prune` states);
+                                       MFS: :meth:`.mfs.MFS._prune`; the coordinator:
                                        :meth:`mfsched.dataplane.coordinator.CoordinatorState.
-                                       recompute` (same functions, global view)
+                                       recompute` (same book, global view)
 §4.4.2 Scavenger class for pruned      :attr:`.rmlq.LevelLayout.scavenger`;
 requests                               :meth:`.mfs.MFS._mark_pruned`
 §5 daemons + coordinator, submit /     :mod:`mfsched.dataplane.runstate`,

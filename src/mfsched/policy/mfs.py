@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import SCHEDULERS, Policy, PolicyConfig
-from .red import BatchState, add_in_flight, batch_loads, feasibility_prune, red_order
+from .batchbook import BatchBook
 from .rmlq import LevelLayout, minimal_link_utilization, mlu_thresholds, p2d_band
 from .types import (
     BatchInfo,
@@ -89,22 +89,25 @@ class MFSConfig(PolicyConfig):
 
 
 class _RequestView:
-    __slots__ = ("deadline_s", "flows", "level", "pruned")
+    __slots__ = ("flows", "level", "pruned")
 
-    def __init__(self, deadline_s: float) -> None:
-        self.deadline_s = deadline_s
+    def __init__(self) -> None:
         self.flows: set[int] = set()  # active P2D flows
         self.level: int | None = None  # monotone P2D level of the request
         self.pruned = False
 
 
-class _BatchView(BatchState):
-    """MFS's view of a live batch: the inter-request stage's plus its flows and RED rank."""
+class _BatchView:
+    """MFS's view of a live batch: its description, the layer it computes, whether its compute
+    is done, its flows and its RED rank (the inter-request state is in :class:`BatchBook`)."""
 
-    __slots__ = ("flows", "p2d_layer_bw", "p2d_layer_bytes", "rank")
+    __slots__ = ("compute_done", "flows", "info", "layer", "p2d_layer_bw", "p2d_layer_bytes",
+                 "rank")
 
     def __init__(self, info: BatchInfo) -> None:
-        super().__init__(info)
+        self.info = info
+        self.layer = 0
+        self.compute_done = False
         self.rank = 0
         self.flows: set[int] = set()
         self.p2d_layer_bytes: dict[int, float] = {}  # request -> P2D bytes of one layer
@@ -124,8 +127,8 @@ class MFS(Policy):
         self.layout = c.layout()
         self.thresholds = mlu_thresholds(c.mlu_e, c.mlu_u, self.layout.p2d_bands)
         self.requests: dict[int, _RequestView] = {}
-        self._deadline_s: dict[int, float] = {}  # live request -> deadline (RED's input)
-        self._pruned_ids: set[int] = set()  # live pruned requests
+        # RED order, pruning's loads, live deadlines, pruned requests, port capacities
+        self.book = BatchBook()
         self.batches: dict[int, _BatchView] = {}
         self.flows: dict[int, FlowInfo] = {}
         self.prio: dict[int, Priority] = {}
@@ -133,7 +136,6 @@ class MFS(Policy):
         # read per flow on the hot path, so bound once
         self._rli = c.rli
         self._tiebreak = c.red_tiebreak
-        self.port_capacity_bytes_per_s: dict[int, float] = {}
         self._global: GlobalOrder | None = None  # a coordinator's order, once one was given
         self._new: list[int] = []
         self._boundaries: set[int] = set()
@@ -147,23 +149,21 @@ class MFS(Policy):
     # --- notifications ----------------------------------------------------------------------
 
     def on_request(self, request: RequestInfo, now_s: float) -> None:
-        self.requests[request.request_id] = _RequestView(request.deadline_s)
-        self._deadline_s[request.request_id] = request.deadline_s
-        self._pruned_ids.discard(request.request_id)
+        self.requests[request.request_id] = _RequestView()
+        self.book.add_request(request.request_id, request.deadline_s)
 
     def on_request_done(self, request_id: int, now_s: float) -> None:
         self.requests.pop(request_id, None)
-        self._deadline_s.pop(request_id, None)
-        self._pruned_ids.discard(request_id)
+        self.book.end_request(request_id)
 
     def on_batch_start(self, batch: BatchInfo, now_s: float) -> None:
         self.batches[batch.batch_id] = _BatchView(batch)
-        for port, bps in batch.port_capacity_bps.items():
-            self.port_capacity_bytes_per_s[port] = bps / 8
+        self.book.add_batch(batch)
         self._order_dirty = True
 
     def on_batch_end(self, batch_id: int, now_s: float) -> None:
         self.batches.pop(batch_id, None)
+        self.book.end_batch(batch_id)
         self._finished.discard(batch_id)
         self._order_dirty = True
 
@@ -173,10 +173,12 @@ class MFS(Policy):
 
     def on_layer_start(self, batch_id: int, layer: int, now_s: float) -> None:
         self.batches[batch_id].layer = layer
+        self.book.set_layer(batch_id, layer)
         self._boundaries.add(batch_id)
 
     def on_batch_compute_done(self, batch_id: int, now_s: float) -> None:
         self.batches[batch_id].compute_done = True
+        self.book.set_compute_done(batch_id)
         self._finished.add(batch_id)
 
     def on_flow_submit(self, flow: FlowInfo, now_s: float) -> None:
@@ -186,9 +188,8 @@ class MFS(Policy):
         if flow.stage == _P2D:
             rid = flow.request_ids[0]
             self.requests[rid].flows.add(flow.flow_id)
-            layers = b.p2d_layers.setdefault(rid, set())
-            if flow.layer not in layers:
-                layers.add(flow.layer)
+            if self.book.add_p2d(flow.flow_id, flow.batch_id, rid, flow.layer, flow.port_bytes,
+                                 flow.size_bytes):  # the first flow of a new layer
                 b.p2d_layer_bytes[rid] = 0.0
                 b.p2d_layer_bw[rid] = 0.0
             b.p2d_layer_bytes[rid] += flow.total_bytes
@@ -206,6 +207,7 @@ class MFS(Policy):
             r = self.requests.get(flow.request_ids[0])
             if r is not None:
                 r.flows.discard(flow_id)
+            self.book.end_p2d(flow_id)
         else:
             bucket = int(now_s / self.config.rho_window_s)
             for port, size in flow.port_bytes:
@@ -251,7 +253,7 @@ class MFS(Policy):
         pruned = None
         if self._pruned_changed:
             self._pruned_changed = False
-            pruned = frozenset(self._pruned_ids)
+            pruned = frozenset(self.book.pruned)
         return Decision(out, _NO_RATE_CAPS, pruned, wake)  # positional: built at every decision
 
     def _emit(self, fid: int, prio: Priority, out: dict[int, Priority]) -> None:
@@ -318,7 +320,7 @@ class MFS(Policy):
             f = self.flows[fid]
             remaining += progress.remaining_bytes(fid) * f.total_bytes / f.size_bytes
         if not b.compute_done:
-            emitted = len(b.p2d_layers.get(rid, ()))
+            emitted = self.book.emitted_layers(b.info.batch_id, rid)
             remaining += (b.info.num_layers - emitted) * b.p2d_layer_bytes.get(rid, 0.0)
         bw = b.p2d_layer_bw.get(rid) or flow.members * flow.bottleneck_bps / 8
         return remaining, bw
@@ -333,7 +335,7 @@ class MFS(Policy):
         rho = 0.0
         for port, _size in flow.port_bytes:
             w = self._early.get(port)
-            cap = self.port_capacity_bytes_per_s.get(port)
+            cap = self.book.capacity_bytes_per_s.get(port)
             if w is None or not cap or w[0] < bucket - 1:
                 continue
             recent = w[1] + w[2] * (1.0 - (pos - bucket)) if w[0] == bucket else \
@@ -371,11 +373,14 @@ class MFS(Policy):
     # --- inter-request order and overload control ---------------------------------------------
 
     def _reorder(self, out) -> None:
-        """RED ranks of the live batches (ours, or a coordinator's where it has one)."""
-        ordered = red_order(self.batches.values(), self._deadline_s)
-        ranks = self._global.ranks if self._global is not None else {}
-        for local, b in enumerate(ordered):
-            rank = ranks.get(b.info.batch_id, local)
+        """RED ranks of the live batches (ours, or a coordinator's where it has one). Ours are
+        sparse (:class:`BatchBook`): only the batches that moved get a new one."""
+        changed = self.book.reorder()
+        if self._global is not None:  # every batch: the coordinator's rank, else ours
+            ranks = self._global.ranks
+            changed = {bid: ranks.get(bid, self.book.rank(bid)) for bid in self.batches}
+        for bid, rank in changed.items():
+            b = self.batches[bid]
             if b.rank != rank:
                 b.rank = rank
                 if self.config.red_tiebreak:
@@ -383,26 +388,11 @@ class MFS(Policy):
                         p = self.prio.get(fid)
                         if p is not None and self.flows[fid].stage != _P2D:
                             self._emit(fid, Priority(p.level, rank), out)
-        self._ordered = ordered
 
     def _prune(self, now_s, progress, out) -> None:
         """The feasibility check over the batches in RED order (Algorithm 1)."""
-        in_flight: dict[tuple[int, int], dict[int, float]] = {}
-        flows, live, pruned = self.flows, self._deadline_s, self._pruned_ids
-        remaining = progress.remaining_bytes
-        for b in self._ordered:
-            p2d = b.info.p2d_port_bytes
-            for fid in b.flows:  # this set's order: the order of the per-port sums
-                f = flows[fid]
-                if f.stage != _P2D:
-                    continue
-                rid = f.request_ids[0]
-                if rid in live and rid not in pruned and rid in p2d:
-                    add_in_flight(in_flight, b.info.batch_id, rid, f.port_bytes,
-                                  remaining(fid) / f.size_bytes)
-        loads = batch_loads(self._ordered, live, pruned, in_flight, now_s)
-        self._mark_pruned(feasibility_prune(loads, self.port_capacity_bytes_per_s, now_s,
-                                            self.config.drop_budget), out)
+        self.book.read_progress(progress)
+        self._mark_pruned(self.book.prune(now_s, self.config.drop_budget), out)
 
     def _mark_pruned(self, victims, out) -> None:
         """The requests' P2D flows go to the scavenger level (now and when submitted)."""
@@ -411,7 +401,7 @@ class MFS(Policy):
             if r is None or r.pruned:
                 continue
             r.pruned = True
-            self._pruned_ids.add(rid)
+            self.book.mark_pruned((rid,))
             self._pruned_changed = True
             for fid in r.flows:
                 self._emit(fid, Priority(self.layout.scavenger), out)
