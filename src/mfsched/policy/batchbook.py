@@ -75,7 +75,8 @@ class _Batch:
 
 
 class _Slots:
-    """Column indices handed out and taken back (a free list), the arrays grown to fit."""
+    """Column indices handed out and taken back (a free list); the caller grows its arrays
+    to fit the index it takes."""
 
     __slots__ = ("free", "next")
 
