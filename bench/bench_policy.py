@@ -4,7 +4,10 @@
 
 A synthetic population: batches of 4 requests with 10 flows each (4 P2D, 4 Stage-1 with
 targets spread over 32 layers, 2 collectives), every flow over 4 of 256 ports, half of its bytes
-left. For every policy and population size it times, as medians over ``--repeat`` samples,
+left. The progress view also offers every flow in bulk (``flow_arrays``) as the simulator's
+network does, so MFS's pruning, PIAS and the oracle read it as in a simulation (before, they
+read it through the per-flow getters here); a flow enters it, untimed, just before the policy
+hears of it. For every policy and population size it times, as medians over ``--repeat`` samples,
 only the calls into the policy (each sample's flow, batch and request descriptions are built
 before the phase is timed):
 
@@ -92,7 +95,6 @@ class _Population:
         self.next_flow += 1
         fid = self.next_flow
         size = self.rng.uniform(1e5, 4e6)
-        self.progress.add(fid, size)
         target = self.rng.randrange(LAYERS) if stage == Stage.KV_REUSE else 0
         if stage != Stage.COLLECTIVE:
             self.promotable[batch] = self.promotable.get(batch, 0) + 1
@@ -130,10 +132,13 @@ class _Population:
             self.p.on_flow_submit(f, now)
 
 
-def _median_us(fn, events) -> float:
-    """Median wall time of ``fn(event)`` over the events, in us."""
+def _median_us(fn, events, before=None) -> float:
+    """Median wall time of ``fn(event)`` over the events, in us (``before(event)`` untimed
+    first: what the simulator does outside the policy, e.g. adding the flows to the network)."""
     samples = []
     for event in events:
+        if before is not None:
+            before(event)
         t = time.perf_counter()
         fn(event)
         samples.append(time.perf_counter() - t)
@@ -144,9 +149,16 @@ def measure(name: str, flows: int, repeat: int) -> dict:
     policy = make_policy(name)
     progress = _Progress()
     pop = _Population(policy, progress, random.Random(0))
+
+    def expose(flows) -> None:  # the flows enter the progress view as they enter the network
+        for f in flows:
+            progress.add(f.flow_id, f.size_bytes)
+
     now = 0.0
     while pop.next_flow < flows:
-        pop.start(pop.make_batch(now), now)
+        batch = pop.make_batch(now)
+        expose(batch[2])
+        pop.start(batch, now)
     policy.decide(now, progress)
     # each phase's events built before it is timed, 1 us apart
     clock = [now]
@@ -172,7 +184,7 @@ def measure(name: str, flows: int, repeat: int) -> dict:
 
     events = [(t, pop.make_flow(pop.rng.choice(pop.batches), (1,), Stage.KV_REUSE, t))
               for t in (instant() for _ in range(repeat))]
-    new_flow_us = _median_us(new_flow, events)
+    new_flow_us = _median_us(new_flow, events, lambda event: expose((event[1],)))
     events = [(instant(), pop.rng.choice(pop.batches), pop.rng.randrange(LAYERS))
               for _ in range(repeat)]
     promoted = statistics.median(pop.promotable[batch] for _, batch, _ in events)
@@ -181,7 +193,7 @@ def measure(name: str, flows: int, repeat: int) -> dict:
     return {"policy": name, "active_flows": flows, "new_flow_us": new_flow_us,
             "layer_boundary_us": boundary_us,
             "layer_boundary_per_flow_us": boundary_us / promoted,
-            "batch_arrival_us": _median_us(arrival, events)}
+            "batch_arrival_us": _median_us(arrival, events, lambda event: expose(event[1][2]))}
 
 
 def measure_allocation(flows: int, ranks: int, repeat: int) -> dict:
