@@ -105,7 +105,8 @@ class BatchBook:
         self._batches: dict[int, _Batch] = {}
         self._req_batches: dict[int, list[int]] = {}  # request -> live batches listing it
         self._flows: dict[int, int] = {}  # P2D flow -> slot
-        self._orphans: dict[int, list[int]] = {}  # batch not started yet -> its flows
+        # batch not started yet -> its flows waiting: (slot, request, layer)
+        self._orphans: dict[int, list[tuple[int, int, int]]] = {}
         self._moved: set[int] = set()  # batches whose live deadlines may have changed
         # the order: (RED, batch id) keys ascending, their ranks alongside
         self._keys: list[tuple[float, int]] = []
@@ -166,7 +167,8 @@ class BatchBook:
                 caps[port] = bps / 8
                 d = self._dense(port)  # (may grow the array: first)
                 self._cap[d] = bps / 8
-        p2d = [info.p2d_port_bytes.get(rid) for rid in info.request_ids]
+        rids = tuple(dict.fromkeys(info.request_ids))  # (a request listed twice: one pair)
+        p2d = [info.p2d_port_bytes.get(rid) for rid in rids]
         # the pool's room in one piece, before the batch is registered (compaction moves only
         # what registered owners point at)
         n_p2d = sum(len(pb) for pb in p2d if pb)
@@ -179,7 +181,7 @@ class BatchBook:
         pairs_at = at
         at += len(p2d)
         b = _Batch(info, slot)
-        for k, (rid, per_port) in enumerate(zip(info.request_ids, p2d, strict=True)):
+        for k, (rid, per_port) in enumerate(zip(rids, p2d, strict=True)):
             q = b.pairs[rid] = self._p_slots.take()
             self._pi = grown(self._pi, q)
             self._pool_i[pairs_at + k] = q
