@@ -222,3 +222,16 @@ def test_prune_matches_the_walk_over_dictionaries(seed, monkeypatch):
         book.mark_pruned(expected)
         pruned_any += bool(expected)
     assert pruned_any > 10 and compactions  # the cases prune, and the pool was compacted
+
+
+def test_a_request_listed_twice_is_one_pair():
+    book = BatchBook()
+    book.add_request(1, 1.0)
+    book.add_batch(_info(10, (1, 1), {}, {1: {5: 1.0}}, {5: 1.0}))
+    book.reorder()
+    assert book.prune(0.0, 2) == [1]  # 4 layers x 1 byte at 1 B/s cannot make 1 s
+    book.end_batch(10)
+    book.end_request(1)  # (a stale batch entry would fail here)
+    book.add_request(2, 1.0)
+    book.add_batch(_info(11, (2,), {}, {}, {}))
+    assert book._p_slots.next == 1  # the freed pair was reused: none was leaked
