@@ -20,7 +20,7 @@ class WatchedMFS(MFS):
 
     def decide(self, now_s, progress):
         decision = super().decide(now_s, progress)
-        pruned = {rid for rid, r in self.requests.items() if r.pruned}
+        pruned = self.book.pruned
         for fid, prio in decision.priorities.items():
             assert 0 <= prio.level <= self.config.num_levels
             old = self.seen.get(fid)

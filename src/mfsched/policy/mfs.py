@@ -92,12 +92,13 @@ class MFSConfig(PolicyConfig):
 
 
 class _RequestView:
-    __slots__ = ("flows", "level", "pruned")
+    """MFS's view of a live request (whether it is pruned: ``MFS.book.pruned``)."""
+
+    __slots__ = ("flows", "level")
 
     def __init__(self) -> None:
         self.flows: set[int] = set()  # active P2D flows
         self.level: int | None = None  # monotone P2D level of the request
-        self.pruned = False
 
 
 class _BatchView:
@@ -272,8 +273,7 @@ class MFS(Policy):
         flow = self.flows[fid]
         b = self.batches[flow.batch_id]
         if flow.stage == _P2D:
-            r = self.requests.get(flow.request_ids[0])
-            if r is not None and r.pruned:
+            if flow.request_ids[0] in self.book.pruned:
                 self._emit(fid, Priority(self.layout.scavenger), out)
                 return
             self._place(fid, self._p2d_level(flow, b, now_s, progress), 0, out)
@@ -411,9 +411,8 @@ class MFS(Policy):
         """The requests' P2D flows go to the scavenger level (now and when submitted)."""
         for rid in victims:
             r = self.requests.get(rid)
-            if r is None or r.pruned:
+            if r is None or rid in self.book.pruned:
                 continue
-            r.pruned = True
             self.book.mark_pruned((rid,))
             self._pruned_changed = True
             for fid in r.flows:
