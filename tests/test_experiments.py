@@ -27,6 +27,8 @@ from mfsched.experiments.spec import (
 from mfsched.experiments.store import read_table
 from mfsched.metrics import sustainable_rate
 
+from subprocs import finish, start
+
 PAPER = ["fig10-testbed", "fig11-conv", "fig12-agent", "fig13-llama-sp", "fig14-breakdown",
          "fig15-breakdown", "fig5-contention"]
 
@@ -204,6 +206,56 @@ def test_process_executor_streams_every_result_once():
 
     execute(_square, list(range(7)), executor="process", jobs=2, on_result=keep)
     assert got == {i: i * i for i in range(7)}
+    assert _my_workers() == []
+
+
+def _fails_on_three(x: int) -> int:
+    if x == 3:
+        raise UserError("item three is bad")
+    return x
+
+
+def _dies_on_two(x: int) -> int:
+    if x == 2:
+        os._exit(7)
+    return x
+
+
+def _unpicklable(x: int):
+    return (lambda: x) if x == 1 else x
+
+
+def _my_workers() -> list[int]:
+    return [int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+            .read_text().split()]
+
+
+@pytest.mark.parametrize("fn,bad,error,match", [
+    (_fails_on_three, 3, UserError, "item three is bad"),
+    (_dies_on_two, 2, RuntimeError, r"a worker process died \(exit code 7\) while running item 2"),
+    (_unpicklable, 1, RuntimeError, "item 1: its result cannot be sent to the driver"),
+])
+def test_process_executor_stops_at_the_first_failure_and_leaves_no_worker(fn, bad, error,
+                                                                           match):
+    """The item's own exception (with the worker's traceback as its cause), a worker that died,
+    a result that cannot travel: each stops the run, and every worker is reaped."""
+    got: list[int] = []
+    with pytest.raises(error, match=match) as info:
+        execute(fn, list(range(8)), executor="process", jobs=2,
+                on_result=lambda i, v: got.append(i))
+    if fn is _fails_on_three:
+        assert "_fails_on_three" in str(info.value.__cause__)  # where it was raised
+    assert bad not in got
+    assert _my_workers() == []
+
+
+def test_process_executor_interrupt_in_the_driver_stops_the_workers():
+    def interrupt(i, value):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(time.sleep, [0.0, 30.0, 30.0], executor="process", jobs=3, on_result=interrupt)
+    assert _my_workers() == []
 
 
 def test_sweep_runs_on_the_shared_executor_and_keeps_config_order():
@@ -282,10 +334,8 @@ def test_interrupted_sweep_resumes_only_the_missing_points(tmp_path, how):
     toml = tiny(tmp_path, requests=60)
     out = tmp_path / "run"
     jobs = "1" if how == "kill" else "2"
-    cmd = [sys.executable, "-m", "mfsched.cli", "reproduce", str(toml), "--out", str(out),
-           "--jobs", jobs, "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    args = ["reproduce", str(toml), "--out", str(out), "--jobs", jobs, "--json"]
+    proc = start(*args, session=True)
     try:
         _wait_for_points(out / "points", proc, 1)
         if how == "sigint-to-driver":
@@ -294,7 +344,7 @@ def test_interrupted_sweep_resumes_only_the_missing_points(tmp_path, how):
             proc.send_signal(signal.SIGINT)
         else:
             os.killpg(proc.pid, signal.SIGKILL if how == "kill" else signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = finish(proc, 60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -310,7 +360,8 @@ def test_interrupted_sweep_resumes_only_the_missing_points(tmp_path, how):
     assert 1 <= len(finished) < 6, "the sweep was not interrupted mid-way"
     assert not (out / "results.parquet").exists()
 
-    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-m", "mfsched", *args, "--resume"],
+                         capture_output=True, text=True, check=True)
     summary = json.loads(res.stdout)
     assert summary["points_reused"] == len(finished)
     assert summary["points_run"] == 6 - len(finished)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,20 +13,9 @@ import pytest
 
 from mfsched.cli_files import write_file, write_out_dir
 
+from subprocs import children, finish, start
+
 STOP_WITHIN_S = 1.0
-
-
-def _start(*args: str, session: bool = False) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mfsched", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=session)
-
-
-def _children(pid: int) -> set[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return set()
-    return {int(x) for x in text.split()}
 
 
 def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float, str]:
@@ -39,9 +27,9 @@ def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float
     assert proc.poll() is None, "the run ended before it could be interrupted"
     sent = time.monotonic()
     proc.send_signal(sig)
-    proc.wait(30)
+    _, err = finish(proc, 30)
     took = time.monotonic() - sent
-    return took, first + proc.stderr.read()
+    return took, first + err
 
 
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
@@ -50,7 +38,7 @@ def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float
 @pytest.mark.quiet
 def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, settle_s):
     out = tmp_path / "results" / "run"
-    proc = _start("simulate", "--requests", "30000", "--warmup", "0", "--scheduler", "fs",
+    proc = start("simulate", "--requests", "30000", "--warmup", "0", "--scheduler", "fs",
                   "--out", str(out))
     took, err = _interrupt(proc, sig, settle_s)
     assert proc.returncode == code
@@ -66,21 +54,20 @@ def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, se
 def test_sweep_workers_stop_with_the_sweep(tmp_path):
     """Ctrl-C in a terminal signals the whole process group: the workers ignore it, the
     parent terminates them and stops."""
-    proc = _start("sweep", "--workload", "agent", "--rate", "1,1.25,1.5,1.75", "--requests",
+    proc = start("sweep", "--workload", "agent", "--rate", "1,1.25,1.5,1.75", "--requests",
                   "6000", "--warmup", "0", "--scheduler", "fs", "--no-reference", "--jobs",
                   "2", "--out", str(tmp_path / "rows.json"), session=True)
     first = proc.stderr.readline()
     assert first.startswith("a large run:"), first
     deadline = time.monotonic() + 120
-    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+    while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     assert len(workers) >= 2, "the pool did not start"
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # its own session: the group is the sweep's
-    proc.wait(30)
+    _, err = finish(proc, 30)
     took = time.monotonic() - sent
-    err = proc.stderr.read()
     assert proc.returncode == 130, err
     assert took < STOP_WITHIN_S, f"took {took:.2f} s"
     assert err.strip().splitlines()[-1].startswith("mfsched: interrupted")

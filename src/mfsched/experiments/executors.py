@@ -6,20 +6,27 @@
 result)`` *in the calling process* as each item finishes, in completion order. The caller
 streams results to disk there, so whatever finished is kept if the run is interrupted.
 
-* ``process`` (default): a :class:`concurrent.futures.ProcessPoolExecutor` with ``jobs``
-  workers; with ``jobs == 1`` items run one after the other in the calling process (no pool to
-  start, and a debugger or profiler sees the simulation). Workers are forked where the platform
-  can (Linux): they start in milliseconds and inherit the driver's memory, which the runner's
-  parallel scheduler runs rely on (:func:`mfsched.experiments.runner.run`: the prepared point
-  and its warmed caches are not rebuilt or copied per worker).
+* ``process`` (default): ``jobs`` forked worker processes, each with a pipe to the driver;
+  the driver hands out item indexes as workers free up and reads their results. With
+  ``jobs == 1`` items run one after the other in the calling process (no worker to start, and
+  a debugger or profiler sees the simulation). Workers are forked (Linux, macOS): they start
+  in milliseconds and inherit the driver's memory, so items and ``fn`` are not pickled, and the
+  runner's parallel scheduler runs rely on it (:func:`mfsched.experiments.runner.run`: the
+  prepared point and its warmed caches are not rebuilt or copied per worker). Only results
+  travel, pickled. The driver owns its workers outright, with no thread in between: whatever
+  ends the run (done, an error, Ctrl-C, SIGTERM), every worker is stopped and reaped before
+  ``execute`` returns or raises. (``concurrent.futures.ProcessPoolExecutor`` did this job until
+  stop 20: its manager thread could be left blocked when a worker was killed mid-way, and an
+  interrupt arriving while it forked its workers was taken in the child, so an interrupted run
+  could hang at exit; two CI runs did.)
 * ``ray``: one Ray task per item (one CPU each). ``address`` joins an existing cluster (its
   workers need the same mfsched installed); without it a local Ray instance with ``jobs`` CPUs is
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
 
-The first failing item stops the run: pending items are cancelled and the exception propagates
-(results handed to ``on_result`` before that are kept). On an interrupt the pool's workers are
-stopped (Ctrl-C at a terminal reaches them too; they end silently) and the driver's
-``KeyboardInterrupt`` propagates.
+The first failing item stops the run: pending items are dropped and the exception propagates
+(results handed to ``on_result`` before that are kept), with the worker's traceback as its
+cause. On an interrupt the workers are stopped (Ctrl-C at a terminal reaches them too; they
+ignore it) and the driver's ``KeyboardInterrupt`` propagates.
 
 ``EXECUTORS`` is the registry; a new backend is one function with :data:`ExecuteFn`'s signature
 and one ``EXECUTORS.add`` line.
@@ -31,8 +38,10 @@ import logging
 import multiprocessing
 import os
 import signal
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import connection
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from ..errors import UserError
@@ -85,40 +94,123 @@ def _process(fn, items, jobs, _address, on_result) -> None:
         for i, item in enumerate(items):
             on_result(i, fn(item))
         return
-    others = set(multiprocessing.active_children())
-    context = (multiprocessing.get_context("fork")
-               if "fork" in multiprocessing.get_all_start_methods() else None)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context,
-                               initializer=_quiet_interrupt)
+    workers: list[_Worker] = []
     try:
-        pending: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_result(pending.pop(fut), fut.result())
+        for _ in range(min(jobs, len(items))):
+            workers.append(_Worker.fork(fn, items, [w.conn for w in workers]))
+        todo = iter(range(len(items)))
+        for w in workers:
+            w.give(next(todo))
+        busy = {w.conn: w for w in workers}
+        while busy:
+            for conn in connection.wait(list(busy)):
+                w = busy[conn]
+                index, result = w.take()
+                on_result(index, result)
+                nxt = next(todo, None)
+                if nxt is None:
+                    del busy[conn]
+                else:
+                    w.give(nxt)
     except BaseException:
-        # an error or an interrupt: drop what has not started and stop what runs (its points are
-        # redone on resume); a signal sent to the driver alone would otherwise leave the exit
-        # waiting for every running point
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in set(multiprocessing.active_children()) - others:
-            worker.terminate()
-        # with its workers gone the pool's manager thread ends; wait for it, or the
-        # interpreter's exit would wake it through a pipe it may have closed (a traceback)
-        pool.shutdown(wait=True)
+        _stop(workers, at_once=True)  # an error or an interrupt: a running point is redone
         raise
-    pool.shutdown(wait=True)
+    _stop(workers, at_once=False)
 
 
-def _quiet_interrupt() -> None:
-    """In a pool worker: ignore Ctrl-C (which a terminal sends to the whole process group) and
-    let the driver, which gets it too, stop the workers with ``terminate()``; SIGTERM ends a
-    worker at once (a forked worker inherits the CLI's SIGTERM handler, which would turn
-    ``terminate()`` into an interrupt it survives). A worker that ended on Ctrl-C by itself
-    raced the driver: under load the pool could report the dead worker (BrokenProcessPool, exit
-    1) before the driver's own KeyboardInterrupt (exit 130) was raised."""
+class _Worker:
+    """One forked worker: it runs ``fn(items[i])`` for each index the driver sends on its pipe
+    and sends back ``(ok, result or exception)``; it ends at the driver's ``None``, or when the
+    pipe closes (the driver is gone)."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.proc, self.conn, self.index = proc, conn, -1
+
+    @classmethod
+    def fork(cls, fn: Callable, items: Sequence, others: list[Connection]) -> _Worker:
+        """Fork a worker. Ctrl-C and SIGTERM are blocked in this thread across the fork, so
+        the child inherits them blocked and sets its own handlers before it can take one (a
+        Ctrl-C at that moment would otherwise run the driver's code in the child)."""
+        ours, theirs = multiprocessing.Pipe()
+        proc = _FORK.Process(target=_work, args=(fn, items, theirs, [ours, *others]),
+                             name="mfsched-worker", daemon=True)
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+            theirs.close()  # the child's end lives in the child only: its death is our EOF
+        return cls(proc, ours)
+
+    def give(self, index: int) -> None:
+        self.index = index
+        self.conn.send(index)
+
+    def take(self) -> tuple[int, Any]:
+        """The result of the item this worker ran; raises what the item raised."""
+        try:
+            ok, value = self.conn.recv()
+        except EOFError:
+            self.proc.join(1)
+            raise RuntimeError(f"a worker process died (exit code {self.proc.exitcode}) "
+                               f"while running item {self.index}") from None
+        if not ok:
+            exc, where = value
+            raise exc from (WorkerTraceback(where) if where else None)
+        return self.index, value
+
+
+class WorkerTraceback(Exception):
+    """The cause of an exception re-raised in the driver: its traceback in the worker."""
+
+
+_FORK = multiprocessing.get_context("fork")
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _work(fn: Callable, items: Sequence, conn: Connection, inherited: list[Connection]) -> None:
+    """A worker's life (in the child). It ignores Ctrl-C, which a terminal sends to the whole
+    process group: the driver, which gets it too, stops the workers. SIGTERM ends it at once
+    (the CLI's own handler, inherited through the fork, would turn it into an interrupt)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    for c in inherited:  # the driver's ends: with them closed here, the driver's exit is an EOF
+        c.close()
+    while True:
+        try:
+            index = conn.recv()
+        except EOFError:
+            return
+        if index is None:
+            return
+        try:
+            out = (True, fn(items[index]))
+        except Exception as e:
+            out = (False, (e, traceback.format_exc()))
+        try:
+            conn.send(out)
+        except Exception as e:  # a result or an exception that cannot be pickled
+            what = "result" if out[0] else f"exception ({out[1][0]!r})"
+            conn.send((False, (RuntimeError(f"item {index}: its {what} cannot be sent to the "
+                                            f"driver: {e}"), "")))
+
+
+def _stop(workers: list[_Worker], *, at_once: bool) -> None:
+    """Close the workers' pipes (an idle worker reads EOF and ends), terminate them if
+    ``at_once`` or if they linger, and reap them all."""
+    for w in workers:
+        w.conn.close()
+        if at_once:
+            w.proc.terminate()
+    for w in workers:
+        w.proc.join(_REAP_S)
+        if w.proc.exitcode is None:  # pragma: no cover - stuck in the kernel, or SIGTERM lost
+            w.proc.kill()
+            w.proc.join()
+
+
+_REAP_S = 5.0
 
 
 def _ray(fn, items, jobs, address, on_result) -> None:
