@@ -130,10 +130,14 @@ class _Worker:
     def fork(cls, fn: Callable, items: Sequence, others: list[Connection]) -> _Worker:
         """Fork a worker. Ctrl-C and SIGTERM are blocked in this thread across the fork, so
         the child inherits them blocked and sets its own handlers before it can take one (a
-        Ctrl-C at that moment would otherwise run the driver's code in the child)."""
+        Ctrl-C at that moment would otherwise run the driver's code in the child). Workers
+        are daemonic, so the interpreter's exit ends one that escaped :func:`_stop` (an
+        interrupt between the fork and the worker's registration); the price: a worker
+        cannot fork workers of its own (no caller nests executors)."""
         ours, theirs = multiprocessing.Pipe()
-        proc = _FORK.Process(target=_work, args=(fn, items, theirs, [ours, *others]),
-                             name="mfsched-worker", daemon=True)
+        fork = multiprocessing.get_context("fork")
+        proc = fork.Process(target=_work, args=(fn, items, theirs, [ours, *others]),
+                            name="mfsched-worker", daemon=True)
         masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             proc.start()
@@ -164,7 +168,6 @@ class WorkerTraceback(Exception):
     """The cause of an exception re-raised in the driver: its traceback in the worker."""
 
 
-_FORK = multiprocessing.get_context("fork")
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
