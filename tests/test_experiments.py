@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -256,6 +257,33 @@ def test_process_executor_interrupt_in_the_driver_stops_the_workers():
     with pytest.raises(KeyboardInterrupt):
         execute(time.sleep, [0.0, 30.0, 30.0], executor="process", jobs=3, on_result=interrupt)
     assert _my_workers() == []
+
+
+@pytest.mark.parametrize("taken_by", ["this thread", "another thread"])
+def test_a_ctrl_c_while_forking_is_raised_after_the_fork(taken_by):
+    """Held across the fork, then acted on; also when another thread of the driver takes the
+    signal (its Python handler would otherwise run in the main thread inside the block)."""
+    from mfsched.experiments.executors import _signals_held
+
+    other_done = threading.Event()
+    other = threading.Thread(target=other_done.wait)
+    other.start()
+    reached = False
+    try:
+        with pytest.raises(KeyboardInterrupt), _signals_held():
+            if taken_by == "this thread":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                signal.pthread_kill(other.ident, signal.SIGINT)
+            until = time.monotonic() + 0.05
+            while time.monotonic() < until:  # bytecodes at which an unheld handler would run
+                pass
+            reached = True
+    finally:
+        other_done.set()
+        other.join()
+    assert reached
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sweep_runs_on_the_shared_executor_and_keeps_config_order():

@@ -78,6 +78,47 @@ def test_sweep_workers_stop_with_the_sweep(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live processes (not zombies) of process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.quiet
+@pytest.mark.parametrize("after_s", [0.0, 0.001, 0.003, 0.01, 0.03, 0.1])
+def test_ctrl_c_while_the_workers_fork(tmp_path, after_s):
+    """Ctrl-C to the whole group as the first worker appears, and a few moments after: while
+    the driver forks its workers and before a worker has set its own handlers. The run ends
+    with exit 130 at once, and no process of its group outlives it."""
+    proc = start("sweep", "--workload", "agent", "--rate", "1,1.5,2,2.5", "--requests", "3000",
+                 "--warmup", "0", "--scheduler", "fs", "--no-reference", "--jobs", "2",
+                 "--out", str(tmp_path / "rows.json"), session=True)
+    deadline = time.monotonic() + 120
+    while not children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        pass  # spin: the fork is the moment under test
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    end = time.monotonic() + after_s
+    while time.monotonic() < end:
+        pass
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = finish(proc, 30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert took < STOP_WITHIN_S, f"took {took:.2f} s"
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "mfsched: interrupted"), err
+    assert _group_members(proc.pid) == []
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- the writers --------------------------------------------------------------------------------
 
 

@@ -38,8 +38,10 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing import connection
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -128,9 +130,7 @@ class _Worker:
 
     @classmethod
     def fork(cls, fn: Callable, items: Sequence, others: list[Connection]) -> _Worker:
-        """Fork a worker. Ctrl-C and SIGTERM are blocked in this thread across the fork, so
-        the child inherits them blocked and sets its own handlers before it can take one (a
-        Ctrl-C at that moment would otherwise run the driver's code in the child). Workers
+        """Fork a worker, with Ctrl-C and SIGTERM held (:func:`_signals_held`). Workers
         are daemonic, so the interpreter's exit ends one that escaped :func:`_stop` (an
         interrupt between the fork and the worker's registration); the price: a worker
         cannot fork workers of its own (no caller nests executors)."""
@@ -138,11 +138,10 @@ class _Worker:
         fork = multiprocessing.get_context("fork")
         proc = fork.Process(target=_work, args=(fn, items, theirs, [ours, *others]),
                             name="mfsched-worker", daemon=True)
-        masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            proc.start()
+            with _signals_held():
+                proc.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             theirs.close()  # the child's end lives in the child only: its death is our EOF
         return cls(proc, ours)
 
@@ -169,6 +168,34 @@ class WorkerTraceback(Exception):
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM across a fork and act on them after it. They are blocked in
+    this thread, so the child inherits them blocked and sets its own handlers before it takes
+    one; and, in the main thread, their Python handlers only record them meanwhile: another
+    thread of the driver (a progress bar's) may take the signal, and the handler would then run
+    inside the fork's at-fork hooks, which report and drop exceptions (measured with
+    ``ProcessPoolExecutor``: a Ctrl-C there was lost and the sweep ran to its end)."""
+    held: list[int] = []
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {s: signal.signal(s, lambda sig, _frame: held.append(sig))
+                 for s in _STOP_SIGNALS}
+    masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)  # runs what is pending first: it is recorded
+        if held:
+            handler = saved[held[0]]
+            if callable(handler):
+                handler(held[0], None)  # KeyboardInterrupt, raised here
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(held[0])
 
 
 def _work(fn: Callable, items: Sequence, conn: Connection, inherited: list[Connection]) -> None:
