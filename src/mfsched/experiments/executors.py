@@ -15,10 +15,10 @@ streams results to disk there, so whatever finished is kept if the run is interr
   prepared point and its warmed caches are not rebuilt or copied per worker). Only results
   travel, pickled. The driver owns its workers outright, with no thread in between: whatever
   ends the run (done, an error, Ctrl-C, SIGTERM), every worker is stopped and reaped before
-  ``execute`` returns or raises. (``concurrent.futures.ProcessPoolExecutor`` did this job until
-  stop 20: its manager thread could be left blocked when a worker was killed mid-way, and an
-  interrupt arriving while it forked its workers was taken in the child, so an interrupted run
-  could hang at exit; two CI runs did.)
+  ``execute`` returns or raises, and a Ctrl-C or SIGTERM that arrives while a worker is forked
+  is held until the fork is done (:func:`_signals_held`). (``ProcessPoolExecutor`` did this job
+  until stop 20: a Ctrl-C during its fork was dropped, and its manager thread could keep an
+  interrupted run from exiting; docs/design.md section 13.)
 * ``ray``: one Ray task per item (one CPU each). ``address`` joins an existing cluster (its
   workers need the same mfsched installed); without it a local Ray instance with ``jobs`` CPUs is
   started and shut down again. Ray is an optional extra: ``pip install 'mfsched[ray]'``.
@@ -122,8 +122,8 @@ def _process(fn, items, jobs, _address, on_result) -> None:
 
 class _Worker:
     """One forked worker: it runs ``fn(items[i])`` for each index the driver sends on its pipe
-    and sends back ``(ok, result or exception)``; it ends at the driver's ``None``, or when the
-    pipe closes (the driver is gone)."""
+    and sends back ``(ok, result or (exception, traceback))``; it ends when the pipe closes
+    (the driver is done, or gone)."""
 
     def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.proc, self.conn, self.index = proc, conn, -1
@@ -211,8 +211,6 @@ def _work(fn: Callable, items: Sequence, conn: Connection, inherited: list[Conne
         try:
             index = conn.recv()
         except EOFError:
-            return
-        if index is None:
             return
         try:
             out = (True, fn(items[index]))
