@@ -28,7 +28,7 @@ from mfsched.experiments.spec import (
 from mfsched.experiments.store import read_table
 from mfsched.metrics import sustainable_rate
 
-from subprocs import finish, start
+from subprocs import children, finish, start
 
 PAPER = ["fig10-testbed", "fig11-conv", "fig12-agent", "fig13-llama-sp", "fig14-breakdown",
          "fig15-breakdown", "fig5-contention"]
@@ -207,7 +207,7 @@ def test_process_executor_streams_every_result_once():
 
     execute(_square, list(range(7)), executor="process", jobs=2, on_result=keep)
     assert got == {i: i * i for i in range(7)}
-    assert _my_workers() == []
+    assert children(os.getpid()) == set()
 
 
 def _fails_on_three(x: int) -> int:
@@ -226,11 +226,6 @@ def _unpicklable(x: int):
     return (lambda: x) if x == 1 else x
 
 
-def _my_workers() -> list[int]:
-    return [int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-            .read_text().split()]
-
-
 @pytest.mark.parametrize("fn,bad,error,match", [
     (_fails_on_three, 3, UserError, "item three is bad"),
     (_dies_on_two, 2, RuntimeError, r"a worker process died \(exit code 7\) while running item 2"),
@@ -247,7 +242,7 @@ def test_process_executor_stops_at_the_first_failure_and_leaves_no_worker(fn, ba
     if fn is _fails_on_three:
         assert "_fails_on_three" in str(info.value.__cause__)  # where it was raised
     assert bad not in got
-    assert _my_workers() == []
+    assert children(os.getpid()) == set()
 
 
 def test_process_executor_interrupt_in_the_driver_stops_the_workers():
@@ -256,7 +251,7 @@ def test_process_executor_interrupt_in_the_driver_stops_the_workers():
 
     with pytest.raises(KeyboardInterrupt):
         execute(time.sleep, [0.0, 30.0, 30.0], executor="process", jobs=3, on_result=interrupt)
-    assert _my_workers() == []
+    assert children(os.getpid()) == set()
 
 
 @pytest.mark.parametrize("taken_by", ["this thread", "another thread"])

@@ -39,7 +39,7 @@ def _interrupt(proc: subprocess.Popen, sig: int, settle_s: float) -> tuple[float
 def test_simulate_stops_at_once_and_writes_nothing(tmp_path, sig, code, word, settle_s):
     out = tmp_path / "results" / "run"
     proc = start("simulate", "--requests", "30000", "--warmup", "0", "--scheduler", "fs",
-                  "--out", str(out))
+                 "--out", str(out))
     took, err = _interrupt(proc, sig, settle_s)
     assert proc.returncode == code
     assert took < STOP_WITHIN_S, f"took {took:.2f} s"
@@ -55,8 +55,8 @@ def test_sweep_workers_stop_with_the_sweep(tmp_path):
     """Ctrl-C in a terminal signals the whole process group: the workers ignore it, the
     parent terminates them and stops."""
     proc = start("sweep", "--workload", "agent", "--rate", "1,1.25,1.5,1.75", "--requests",
-                  "6000", "--warmup", "0", "--scheduler", "fs", "--no-reference", "--jobs",
-                  "2", "--out", str(tmp_path / "rows.json"), session=True)
+                 "6000", "--warmup", "0", "--scheduler", "fs", "--no-reference", "--jobs",
+                 "2", "--out", str(tmp_path / "rows.json"), session=True)
     first = proc.stderr.readline()
     assert first.startswith("a large run:"), first
     deadline = time.monotonic() + 120
