@@ -87,3 +87,18 @@ def test_records_identical_to_stored(stored, case, jobs):
 
 if __name__ == "__main__":
     generate()
+
+
+def test_results_without_records_keep_their_summaries():
+    """keep_records=False (what 'simulate' without --out asks for): the parallel workers send
+    back no records, and the summaries and statistics are those of a run that kept them."""
+    p = runner.prepare(CASES["testbed-agent"])
+    kept = runner.run(p, ("fs", "mfs"), jobs=2)
+    bare = runner.run(p, ("fs", "mfs"), jobs=2, keep_records=False)
+    assert [r.records for r in bare] == [None, None]
+    assert all(r.records is not None for r in kept)
+    for k, b in zip(kept, bare, strict=True):
+        assert (k.scheduler, k.summary, k.stats.events) == (b.scheduler, b.summary,
+                                                            b.stats.events)
+    with pytest.raises(ValueError, match="record_flows needs keep_records"):
+        runner.run(p, ("fs",), record_flows=True, keep_records=False)

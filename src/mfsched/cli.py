@@ -125,8 +125,9 @@ def simulate(
     compile_notice()
     memo_notice(prepared)
     with progress(_show_progress(as_json), _PROGRESS_UNIT) as bar:
-        results = run(prepared, names, record_flows=out is not None, progress=ticker(bar),
-                      jobs=jobs)
+        # the records travel back from the workers only where they are written
+        results = run(prepared, names, record_flows=out is not None,
+                      keep_records=out is not None, progress=ticker(bar), jobs=jobs)
     rows = [r.to_json() for r in results]
     if out is not None:
         doc = config_doc(prepared, names)

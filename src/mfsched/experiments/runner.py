@@ -70,7 +70,9 @@ class RunResult:
     config: SimConfig
     summary: Summary
     stats: SimStats
-    records: RunRecords
+    # None where the caller of run() did not keep them (keep_records=False): a parallel run
+    # would otherwise pickle them back to the driver, 3.7 MB per scheduler on the default run
+    records: RunRecords | None
     ideal_reuse: float = float("nan")  # the evaluated window's reuse with an infinite cache
 
     @classmethod
@@ -361,30 +363,38 @@ def run_contention_free(p: Prepared, *, record_flows: bool = False) -> RunResult
 
 
 def run(cfg: SimConfig | Prepared, schedulers: Sequence[str], *, record_flows: bool = False,
-        progress: Callable[[str, int, int], None] | None = None,
+        keep_records: bool = True, progress: Callable[[str, int, int], None] | None = None,
         jobs: int = 1) -> list[RunResult]:
     """Every scheduler on the same prepared requests, in order; ``jobs`` > 1 runs them in
-    that many worker processes at once (module docstring)."""
+    that many worker processes at once (module docstring). With ``keep_records=False`` the
+    results hold their summaries and statistics but no records (``records`` is None)."""
+    if record_flows and not keep_records:
+        raise ValueError("record_flows needs keep_records")
     p = cfg if isinstance(cfg, Prepared) else prepare(cfg)
     jobs = min(jobs, len(schedulers))
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-        results = _run_parallel(p, schedulers, record_flows, progress, jobs)
+        results = _run_parallel(p, schedulers, record_flows, keep_records, progress, jobs)
     else:
         results = []
         for name in schedulers:
             cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-            results.append(run_scheduler(p, name, record_flows=record_flows, progress=cb))
+            results.append(_kept(run_scheduler(p, name, record_flows=record_flows,
+                                               progress=cb), keep_records))
     p.save_memo()
     return results
 
 
+def _kept(result: RunResult, keep_records: bool) -> RunResult:
+    return result if keep_records else replace(result, records=None)
+
+
 # What the workers of _run_parallel inherit when they are forked: the prepared point, whether
-# to record flows, and the queue their progress goes to.
-_SHARED: tuple[Prepared, bool, object] | None = None
+# to record flows and to keep the records, and the queue their progress goes to.
+_SHARED: tuple[Prepared, bool, bool, object] | None = None
 
 
 def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
-                  progress: Callable[[str, int, int], None] | None,
+                  keep_records: bool, progress: Callable[[str, int, int], None] | None,
                   jobs: int) -> list[RunResult]:
     from .executors import execute  # runner is imported by executors' callers, not vice versa
 
@@ -392,7 +402,7 @@ def _run_parallel(p: Prepared, schedulers: Sequence[str], record_flows: bool,
     p.warm  # noqa: B018 (route the history once, in the driver: the workers inherit it)
     load_kernels()  # and compile or load the kernels once, too
     queue = multiprocessing.get_context("fork").SimpleQueue()
-    _SHARED = (p, record_flows, queue)
+    _SHARED = (p, record_flows, keep_records, queue)
     results: list[RunResult | None] = [None] * len(schedulers)
 
     def keep(i: int, out: tuple[RunResult, dict[str, float]]) -> None:
@@ -424,10 +434,10 @@ def _run_in_worker(scheduler: str) -> tuple[RunResult, dict[str, float]]:
     """In a forked worker: one scheduler on the inherited point; its result and the SLO memo
     entries it computed."""
     assert _SHARED is not None, "workers are forked by _run_parallel"
-    p, record_flows, queue = _SHARED
+    p, record_flows, keep_records, queue = _SHARED
     store = p.isolated.store if p.isolated is not None else None
     if store is not None:
         store.new.clear()  # what the driver had not saved yet is the driver's to save
     result = run_scheduler(p, scheduler, record_flows=record_flows,
                            progress=lambda done, total: queue.put((scheduler, done, total)))
-    return result, dict(store.new) if store is not None else {}
+    return _kept(result, keep_records), dict(store.new) if store is not None else {}
