@@ -254,6 +254,18 @@ def test_process_executor_interrupt_in_the_driver_stops_the_workers():
     assert children(os.getpid()) == set()
 
 
+def test_a_worker_whose_driver_is_gone_ends_quietly():
+    """The driver's end closes while the worker runs its item: sending the result fails, and
+    the worker ends with exit code 0 (no traceback on the terminal)."""
+    from mfsched.experiments.executors import _Worker
+
+    w = _Worker.fork(time.sleep, [0.3], [])
+    w.give(0)
+    w.conn.close()
+    w.proc.join(10)
+    assert w.proc.exitcode == 0
+
+
 @pytest.mark.parametrize("taken_by", ["this thread", "another thread"])
 def test_a_ctrl_c_while_forking_is_raised_after_the_fork(taken_by):
     """Held across the fork, then acted on; also when another thread of the driver takes the

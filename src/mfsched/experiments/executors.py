@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import connection
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 from ..errors import UserError
@@ -217,16 +218,20 @@ def _work(fn: Callable, items: Sequence, conn: Connection, inherited: list[Conne
         except Exception as e:
             out = (False, (e, traceback.format_exc()))
         try:
-            conn.send(out)
+            payload = ForkingPickler.dumps(out)  # what conn.send would pickle
         except Exception as e:  # a result or an exception that cannot be pickled
             what = "result" if out[0] else f"exception ({out[1][0]!r})"
-            conn.send((False, (RuntimeError(f"item {index}: its {what} cannot be sent to the "
-                                            f"driver: {e}"), "")))
+            payload = ForkingPickler.dumps((False, (RuntimeError(
+                f"item {index}: its {what} cannot be sent to the driver: {e}"), "")))
+        try:
+            conn.send_bytes(payload)
+        except OSError:  # the driver is gone: nobody to tell
+            return
 
 
 def _stop(workers: list[_Worker], *, at_once: bool) -> None:
     """Close the workers' pipes (an idle worker reads EOF and ends), terminate them if
-    ``at_once`` or if they linger, and reap them all."""
+    ``at_once``, and reap them all (killing one still there after :data:`_REAP_S`)."""
     for w in workers:
         w.conn.close()
         if at_once:
