@@ -129,7 +129,7 @@ class CoordinatorState:
         book = self.book
         book.reorder()
         ranks = book.ranks()
-        victims = [rid for rid in book.prune(now_s, self.drop_budget) if rid not in book.pruned]
+        victims = book.prune(now_s, self.drop_budget)  # (never one pruned before)
         book.mark_pruned(victims)
         changed = ranks != self.ranks or bool(victims)
         self.ranks = ranks
