@@ -21,6 +21,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,8 +75,27 @@ def stored() -> dict:
                          [*((c, 1) for c in CASES), ("testbed-agent-loaded", 3)])
 def test_records_identical_to_stored(stored, case, jobs):
     """Each case sequentially; one also with its schedulers in three worker processes."""
-    got = run_case(CASES[case], jobs)
-    want = stored[case]
+    _assert_same(run_case(CASES[case], jobs), stored[case], case)
+
+
+@pytest.mark.slow
+def test_the_python_path_gives_the_stored_records_too(stored):
+    """The compiled modules (``pip install .`` builds them, :mod:`mfsched._compiled`) and their
+    Python sources give the same records: two cases run again with MFSCHED_PURE_PYTHON=1."""
+    cases = ["testbed-agent-loaded", "fattree-conv"]
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import mfsched._compiled as c; assert not c.compiled_modules(); "
+            "from test_equivalence import CASES, run_case; "
+            f"print(json.dumps({{c: run_case(CASES[c]) for c in {cases!r}}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "MFSCHED_PURE_PYTHON": "1"}, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    for case in cases:
+        _assert_same(got[case], stored[case], case)
+
+
+def _assert_same(got: dict, want: dict, case: str) -> None:
     assert set(got) == set(want)
     for sched, w in want.items():
         g = got[sched]

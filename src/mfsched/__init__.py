@@ -32,6 +32,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from . import _compiled
+
+_compiled.install()  # before any compiled module is imported (mfsched._compiled)
+
 __version__ = "0.1.0"
 
 _API = {

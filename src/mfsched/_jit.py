@@ -4,6 +4,9 @@ Kernels are written as plain loops over numpy arrays and decorated with :func:`n
 numba installed (a core dependency) they are compiled once and cached on disk; without it they
 run unchanged as ordinary Python, only slower, so the results never depend on numba.
 Set ``MFSCHED_NO_JIT=1`` to force the interpreted path (tests use it to cross-check).
+Where ``pip install .`` compiled a kernel's module with Cython (``setup.py``,
+:mod:`mfsched._compiled`: ``sim/network.py`` and ``sim/allocation.py``, typed by their
+``.pxd`` files), the kernel arrives here compiled already and is returned as it is.
 :func:`kernels_cached` tells the CLI whether the first call will compile (it then says so).
 
 **Where the compiled kernels live.** numba keys a cached kernel by its own source file only: a
@@ -18,6 +21,7 @@ changed kernels compile afresh, unchanged ones load.
 from __future__ import annotations
 
 import os
+import types
 
 from .cachedir import cache_root, source_digest
 
@@ -56,6 +60,8 @@ try:
         that its compiled callers should inline (numba's option)."""
         if fn is None:
             return lambda f: njit(f, inline=inline)
+        if not isinstance(fn, types.FunctionType):  # compiled by Cython already
+            return fn
         # numba reads its cache directory when a kernel is decorated: point it at ours for
         # mfsched's kernels only, leaving other numba users in the process alone
         saved = numba.config.CACHE_DIR

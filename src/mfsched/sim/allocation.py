@@ -22,8 +22,10 @@ freeze at that level; repeat. Lower classes (the scavenger class is just the las
 what is left, so the allocation is
 work-conserving: a link with spare capacity has no flow that is limited by it.
 
-:func:`allocate_subset` runs at every reallocation of the simulator, so it is a compiled kernel
-(:mod:`mfsched._jit`); :func:`allocate_rows` calls it on every row and :func:`allocate` is the
+:func:`allocate_subset` runs at every reallocation of the simulator, so it is a compiled kernel:
+compiled by Cython when the package is installed (its types in ``allocation.pxd``; the
+loops are written so that both compilers take them: index loops, no slices of fresh arrays
+passed to the generic sort), else by numba on first use (:mod:`mfsched._jit`); :func:`allocate_rows` calls it on every row and :func:`allocate` is the
 same computation for a sparse entry list, the
 form the tests and the ns-3 check use. Hand-computed cases are in ``tests/test_allocation.py``;
 the network model is checked against packet-level ns-3 by ``bench/ns3_check.py``.
@@ -104,19 +106,19 @@ def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps
     in place): what the other flows leave (:mod:`mfsched.sim.network` reserves paced flows'
     rates before it fills the rest)."""
     n = len(rows)
-    for f in rows:
-        rates[f] = 0.0
+    for r in range(n):
+        rates[rows[r]] = 0.0
     if n == 0:
         return
     local_of = np.full(len(capacity), -1, dtype=np.int64)
-    frozen = np.zeros(len(keys), dtype=np.bool_)
+    frozen = np.zeros(len(keys), dtype=np.uint8)
     order = np.empty(n, dtype=np.int64)
     _stable_sort_ints(keys, rows, order, np.empty(n, dtype=np.int64))
     # scratch arrays of every class's filling, allocated once per call: with thousands of
     # small classes (distinct ranks), allocating them per class was most of the cost
     entries = 0
-    for f in rows:
-        entries += nlinks[f]
+    for r in range(n):
+        entries += nlinks[rows[r]]
     scratch_ints = np.empty((5, entries + 1), dtype=np.int64)
     scratch_demand = np.empty(entries)
     scratch_capped = np.empty(n, dtype=np.int64)
@@ -186,8 +188,8 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     # local link numbering and demand
     n_local = 0
     count = 0
-    for f in members:
-        count += nlinks[f]
+    for m in range(n_members):
+        count += nlinks[members[m]]
     glob = scratch_ints[0, :count]
     demand = scratch_demand[:count]
     fan = scratch_ints[1, :count + 1]
@@ -195,7 +197,8 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
         demand[loc] = 0.0
         fan[loc] = 0
     fan[count] = 0
-    for f in members:
+    for m in range(n_members):
+        f = members[m]
         for k in range(nlinks[f]):
             g = links[f, k]
             loc = local_of[g]
@@ -212,19 +215,21 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
     fill = scratch_ints[3, :n_local]
     for loc in range(n_local):
         fill[loc] = fan[loc]
-    for f in members:
+    for m in range(n_members):
+        f = members[m]
         for k in range(nlinks[f]):
             loc = local_of[links[f, k]]
             flows_of[fill[loc]] = f
             fill[loc] += 1
     # flows with a rate cap, by the level at which they reach it
     n_capped = 0
-    for f in members:
-        if caps[f] < _INF:
+    for m in range(n_members):
+        if caps[members[m]] < _INF:
             n_capped += 1
     capped = scratch_capped[:n_capped]
     c = 0
-    for f in members:
+    for m in range(n_members):
+        f = members[m]
         if caps[f] < _INF:
             capped[c] = f
             c += 1
@@ -236,7 +241,8 @@ def _fill_class(capacity, residual, local_of, frozen, rates, members, links, wei
             cap_level[c] = caps[capped[c]] / shares[capped[c]]
             position[c] = c
         by_level = np.empty(n_capped, dtype=np.int64)
-        _stable_sort(cap_level, position, by_level, np.empty(n_capped, dtype=np.int64))
+        sort_tmp = np.empty(n_capped, dtype=np.int64)
+        _stable_sort(cap_level, position, by_level, sort_tmp)
         unsorted = capped.copy()
         for c in range(n_capped):
             capped[c] = unsorted[by_level[c]]

@@ -23,6 +23,12 @@ what the paced ones leave, instead of re-sorting thousands of paced flows at eve
 caps, the full filling runs over every flow. The two agree to rounding
 (``tests/test_network.py``): a paced flow's rate is its cap exactly here, the filling level
 times its share there.
+**Compiled.** ``pip install .`` compiles this module with Cython (``setup.py``): the class
+becomes an extension type whose arrays are typed views (``network.pxd``), so its kernels are
+C calls without numba's dispatch or a buffer request per array; the kernels keep ``@njit`` for
+the source path (``MFSCHED_PURE_PYTHON=1``, :mod:`mfsched._compiled`), where numba compiles
+them. The Python code reads the arrays only in ways both take (``np.asarray`` where numpy's
+methods are needed).
 Owned by :class:`mfsched.sim.engine.Engine`, which advances the network between events, asks
 for the next completion time and pops completed flows.
 """
@@ -89,17 +95,18 @@ class FluidNetwork:
         ints = np.zeros((_NINTS, slots), dtype=np.int64)
         floats = np.zeros((_NFLOATS, slots))
         w = self._links.shape[1]
-        links[:n, :w] = self._links[:n]
-        weights[:n, :w] = self._weights[:n]
-        ints[:, :n] = self._ints[:, :n]
-        floats[:, :n] = self._floats[:, :n]
+        links[:n, :w] = np.asarray(self._links)[:n]
+        weights[:n, :w] = np.asarray(self._weights)[:n]
+        ints[:, :n] = np.asarray(self._ints)[:, :n]
+        floats[:, :n] = np.asarray(self._floats)[:, :n]
         self._links, self._weights, self._ints, self._floats = links, weights, ints, floats
         self._read_only = self._read_only_rows()
 
     def _read_only_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read-only views of the id, remaining and rate rows (slices of a read-only view are
         read-only: :meth:`flow_arrays` hands them out without setting flags per call)."""
-        rows = (self._ints[_ID], self._floats[_REMAINING], self._floats[_RATE])
+        ints, floats = np.asarray(self._ints), np.asarray(self._floats)
+        rows = (ints[_ID], floats[_REMAINING], floats[_RATE])
         for row in rows:
             row.flags.writeable = False
         return rows
@@ -119,7 +126,7 @@ class FluidNetwork:
         if size_bytes <= 0:
             raise ValueError("flows must carry bytes")
         n = len(self._ids)
-        slots, width = self._links.shape
+        slots, width = self._links.shape[0], self._links.shape[1]
         if n == slots or len(links) > width:
             self._grow(2 * slots if n == slots else slots, max(width, len(links)))
         self._pos[flow_id] = n
@@ -242,7 +249,8 @@ class FluidNetwork:
         loads = np.zeros(len(self.capacity_bytes_per_s))
         for i in range(len(self._ids)):
             k = self._ints[_NLINKS, i]
-            np.add.at(loads, self._links[i, :k], self._weights[i, :k] * self._floats[_RATE, i])
+            np.add.at(loads, np.asarray(self._links[i, :k]),
+                      np.asarray(self._weights[i, :k]) * self._floats[_RATE, i])
         return loads
 
     def _check(self) -> None:
@@ -265,7 +273,7 @@ class FluidNetwork:
                                      buf)
         if not k:
             return []
-        ids = [self._ids[i] for i in buf[:k].tolist()]
+        ids = [self._ids[buf[j]] for j in range(k)]
         self.delivered_bytes += delivered
         for fid in ids:
             self._remove_at(self._pos[fid])
@@ -359,7 +367,7 @@ def _reserve(reserved, capacity, links, weights, ints, i, cap, sign):
         share = cap * weights[i, k] / capacity[g]
         if share > 1.0:
             share = 1.0
-        reserved[g] += sign * np.int64(share * _FX + 0.5)
+        reserved[g] += sign * int(share * _FX + 0.5)
 
 
 @njit

@@ -1,0 +1,95 @@
+"""Build step of ``pip install .``: compile the simulator's hot modules with Cython.
+
+Everything else about the package is declared in ``pyproject.toml``. The modules in
+``COMPILED`` are ordinary Python files; Cython compiles each into an extension module beside
+it (the types of ``sim/network.py`` and ``sim/allocation.py`` come from their ``.pxd`` files,
+Cython's "pure Python mode"), which Python's import system then prefers to the source. The
+build also writes ``mfsched/_compiled.json``, the SHA-256 of every compiled source, so that
+:mod:`mfsched._compiled` can run a source that changed since (an editable install being
+edited) instead of its stale extension, and ``MFSCHED_PURE_PYTHON=1`` can run them all as
+plain Python. Where no C compiler works, the package installs without the extensions and
+says so: every module then runs as Python (with numba for the kernels), only slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# module -> whether its memoryview indexing is unchecked: only the typed kernel modules, whose
+# .pxd types every index; elsewhere unchecked indexing would let a Python list's [-1] read
+# outside the list
+COMPILED = {
+    "mfsched.sim.allocation": True,
+    "mfsched.sim.network": True,
+    "mfsched.sim.engine": False,
+    "mfsched.sim.serving": False,
+    "mfsched.sim.transfer": False,
+    "mfsched.policy.driver": False,
+    "mfsched.policy.mfs": False,
+    "mfsched.policy.fair": False,
+    "mfsched.policy.rmlq": False,
+    "mfsched.policy.types": False,
+}
+MANIFEST = "_compiled.json"
+
+
+def _source(module: str) -> str:
+    return os.path.join("src", *module.split(".")) + ".py"
+
+
+def _extensions() -> list[Extension]:
+    if os.environ.get("MFSCHED_NO_COMPILE"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    exts = []
+    for module, unchecked in COMPILED.items():
+        directives = {"language_level": 3, "annotation_typing": False}
+        if unchecked:
+            directives |= {"boundscheck": False, "wraparound": False, "initializedcheck": False}
+        exts += cythonize([Extension(module, [_source(module)])], compiler_directives=directives,
+                          include_path=["src"], quiet=True)
+    return exts
+
+
+class BuildExt(build_ext):
+    """Build the extensions, then record the sources they were built from; without a working
+    compiler, say so and install the pure-Python package."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:  # one compiler per core
+            self.parallel = len(os.sched_getaffinity(0))
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            print(f"mfsched: compiling the simulator's core failed ({exc}); installing it "
+                  "as pure Python (slower)", file=sys.stderr)
+            return
+        if not self.extensions:
+            return
+        digests = {m: hashlib.sha256(Path(_source(m)).read_bytes()).hexdigest()
+                   for m in COMPILED}
+        package_dir = os.path.dirname(self.get_ext_fullpath("mfsched.x"))
+        os.makedirs(package_dir, exist_ok=True)
+        with open(os.path.join(package_dir, MANIFEST), "w") as f:
+            json.dump(digests, f, indent=1, sort_keys=True)
+
+    def get_outputs(self) -> list[str]:
+        outputs = super().get_outputs()
+        manifest = os.path.join(os.path.dirname(self.get_ext_fullpath("mfsched.x")), MANIFEST)
+        return [*outputs, manifest] if os.path.exists(manifest) else outputs
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
