@@ -102,7 +102,7 @@ def test_paced_flows_reserved_agree_with_full_filling(seed, cap_scale):
     caps and fills the rest on what is left, unless caps overbook a link (then the full
     progressive filling runs). Both agree with the full filling of every flow to rounding,
     also after caps change and flows leave (the reserved loads are kept exactly)."""
-    from mfsched.sim import network as netmod
+    from mfsched.sim.network import _reserve
 
     rng = np.random.default_rng(seed)
     net = _random_paced_network(rng, 12, 40, cap_scale)
@@ -111,9 +111,10 @@ def test_paced_flows_reserved_agree_with_full_filling(seed, cap_scale):
         fast = np.array([net.rate_bytes_per_s(f) for f in net._ids])
         n = len(net)
         full = np.zeros(n)
-        allocate_rows(net.capacity_bytes_per_s, net._links, net._weights, net._ints[0],
-                             net._ints[1], net._floats[netmod._CAP], net._floats[netmod._SHARE],
-                             n, full)
+        ints, floats = np.asarray(net._ints), np.asarray(net._floats)
+        # rows of the network's arrays (network.py's table; compiled, its names are C's)
+        allocate_rows(net.capacity_bytes_per_s, np.asarray(net._links),
+                      np.asarray(net._weights), ints[0], ints[1], floats[3], floats[4], n, full)
         assert fast == pytest.approx(full, rel=1e-9, abs=1e-12)
         assert (net.link_loads() <= net.capacity_bytes_per_s * (1 + 1e-9)).all()
         # change some caps, lift one, remove a few flows
@@ -127,8 +128,9 @@ def test_paced_flows_reserved_agree_with_full_filling(seed, cap_scale):
             net._remove_at(net._pos[f])
     expect = np.zeros(len(net.capacity_bytes_per_s), dtype=np.int64)
     for i in range(len(net)):
-        c = net._floats[netmod._CAP, i]
+        c = net._floats[3, i]
         if c < float("inf"):
-            netmod._reserve(expect, net.capacity_bytes_per_s, net._links, net._weights,
-                            net._ints, i, c, 1)
-    assert (net._reserved == expect).all()  # exact: no drift from adds and removals
+            _reserve(expect, net.capacity_bytes_per_s, net._links, net._weights, net._ints, i,
+                     c, 1)
+    # exact: no drift from adds and removals
+    assert (np.asarray(net._reserved) == expect).all()

@@ -65,12 +65,18 @@ def ticker(bar: Progress) -> Callable[[str, int, int], None]:
 
 
 def compile_notice() -> None:
-    """Say so when the next run compiles the simulator's kernels (numba, cached on disk)."""
+    """Say so when the next run compiles the simulator's kernels (numba, cached on disk).
+
+    With the compiled core (``pip install .``, :mod:`mfsched._compiled`) only the policies'
+    kernels are left to numba, and each compiles when a scheduler first uses it: a first run
+    of schedulers that use none (fair sharing alone) says it compiles and compiles nothing,
+    until some run has compiled one. (Simplification: the notice does not know which kernels
+    the chosen schedulers use.)"""
     import mfsched.sim.engine  # noqa: F401  (imports every kernel)
     from mfsched._jit import kernels_cached
 
     if not kernels_cached():
-        err_console.print("compiling the simulator's kernels (first run only, ~5 s)")
+        err_console.print("compiling the simulator's kernels (first run only, a few seconds)")
 
 
 def memo_notice(prepared) -> None:

@@ -22,13 +22,14 @@ freeze at that level; repeat. Lower classes (the scavenger class is just the las
 what is left, so the allocation is
 work-conserving: a link with spare capacity has no flow that is limited by it.
 
-:func:`allocate_subset` runs at every reallocation of the simulator, so it is a compiled kernel:
-compiled by Cython when the package is installed (its types in ``allocation.pxd``; the
-loops are written so that both compilers take them: index loops, no slices of fresh arrays
-passed to the generic sort), else by numba on first use (:mod:`mfsched._jit`); :func:`allocate_rows` calls it on every row and :func:`allocate` is the
-same computation for a sparse entry list, the
-form the tests and the ns-3 check use. Hand-computed cases are in ``tests/test_allocation.py``;
-the network model is checked against packet-level ns-3 by ``bench/ns3_check.py``.
+:func:`allocate_subset` runs at every reallocation of the simulator, so it is a compiled
+kernel: compiled by Cython when the package is installed (its types in ``allocation.pxd``;
+the loops are written so that both compilers take them: index loops, no slices of fresh
+arrays passed to the generic sort), else by numba on first use (:mod:`mfsched._jit`).
+:func:`allocate_rows` calls it on every row and :func:`allocate` is the same computation for
+a sparse entry list, the form the tests and the ns-3 check use. Hand-computed cases are in
+``tests/test_allocation.py``; the network model is checked against packet-level ns-3 by
+``bench/ns3_check.py``.
 """
 
 from __future__ import annotations

@@ -47,13 +47,15 @@ cdef class FluidNetwork:
     cdef readonly object capacity_bytes_per_s
     cdef public bint check_invariants, contention_free, dirty
     cdef public double now_s, delivered_bytes
-    cdef list _ids, _prio
-    cdef dict _pos
+    cdef readonly list _ids
+    cdef list _prio
+    cdef readonly dict _pos
     cdef Py_ssize_t _unset, _paced
     cdef readonly int64_t[:, ::1] _links, _ints
     cdef readonly double[:, ::1] _weights, _floats
     cdef tuple _read_only
-    cdef int64_t[::1] _done_buf, _reserved, _rows_buf
+    cdef readonly int64_t[::1] _reserved
+    cdef int64_t[::1] _done_buf, _rows_buf
     cdef double[::1] _residual
 
     @cython.locals(n=Py_ssize_t, slots=Py_ssize_t, width=Py_ssize_t)
