@@ -9,14 +9,14 @@ ctypedef fused sortable:
 cdef double _REL_TOL, _BOUND_MARGIN, _INF
 cdef Py_ssize_t _RUN, _RADIX_BITS, _RADIX_MIN
 
-@cython.locals(n=Py_ssize_t, r=Py_ssize_t, f=int64_t, i=Py_ssize_t, j=Py_ssize_t,
-               entries=Py_ssize_t, key=int64_t, local_of=int64_t[::1], frozen=uint8_t[::1],
-               order=int64_t[::1], scratch_ints=int64_t[:, ::1], scratch_demand=double[::1],
-               scratch_capped=int64_t[::1])
+@cython.locals(n=Py_ssize_t, r=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, key=int64_t)
 cpdef void allocate_subset(const double[::1] capacity, double[::1] residual, int64_t[::1] rows,
                            int64_t[:, ::1] links, double[:, ::1] weights, int64_t[::1] nlinks,
                            int64_t[::1] keys, double[::1] caps, double[::1] shares,
-                           double[::1] rates) except *
+                           double[::1] rates, int64_t[::1] local_of, uint8_t[::1] frozen,
+                           int64_t[::1] order, int64_t[::1] sort_tmp,
+                           int64_t[:, ::1] scratch_ints, double[::1] scratch_demand,
+                           int64_t[::1] scratch_capped) except *
 
 @cython.locals(best=double, level=double, k=Py_ssize_t, k2=Py_ssize_t, d=double, g=int64_t,
                headroom=double, rate=double)

@@ -39,7 +39,8 @@ import numpy as np
 from .._jit import njit
 from ..policy.types import MAX_RANK, RANK_BITS
 
-__all__ = ["allocate", "allocate_rows", "allocate_subset", "link_loads", "priority_key"]
+__all__ = ["allocate", "allocate_rows", "allocate_subset", "link_loads", "priority_key",
+           "scratch_arrays"]
 
 _REL_TOL = 1e-9
 # How far below the links' bound a cap must lie for a step to skip the link scans: far more
@@ -97,32 +98,36 @@ def allocate_rows(capacity: np.ndarray, links: np.ndarray, weights: np.ndarray,
     network calls that kernel from its own compiled reallocation; a compiled wrapper here
     would only add compilation: numba re-optimises every callee inside each caller.)"""
     allocate_subset(capacity, capacity.copy(), np.arange(n, dtype=np.int64), links, weights,
-                    nlinks, keys, caps, shares, rates)
+                    nlinks, keys, caps, shares, rates,
+                    *scratch_arrays(len(capacity), len(keys), int(np.sum(nlinks[:n]))))
+
+
+def scratch_arrays(n_links: int, n_rows: int, entries: int) -> tuple[np.ndarray, ...]:
+    """The working space of :func:`allocate_subset` for flows among ``n_rows`` rows with at
+    most ``entries`` (flow, link) entries in all, on ``n_links`` links: a link -> local
+    number map (all -1), a frozen flag per row (all 0; both left so by every call), the
+    class order and the sort's scratch, the class filling's integer rows and link demands,
+    and its capped flows. The caller keeps them between calls (the network, growing them with
+    its rows): allocating them per call cost about 2 us of a 2-5 us reallocation."""
+    return (np.full(n_links, -1, dtype=np.int64), np.zeros(n_rows, dtype=np.uint8),
+            np.empty(n_rows, dtype=np.int64), np.empty(n_rows, dtype=np.int64),
+            np.empty((5, entries + 1), dtype=np.int64), np.empty(entries + 1),
+            np.empty(n_rows, dtype=np.int64))
 
 
 @njit
 def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps, shares,
-                    rates):
+                    rates, local_of, frozen, order, sort_tmp, scratch_ints, scratch_demand,
+                    scratch_capped):
     """:func:`allocate_rows` for the flows in ``rows`` only, on ``residual`` capacity (updated
     in place): what the other flows leave (:mod:`mfsched.sim.network` reserves paced flows'
-    rates before it fills the rest)."""
+    rates before it fills the rest). The last seven arrays are :func:`scratch_arrays`'s."""
     n = len(rows)
     for r in range(n):
         rates[rows[r]] = 0.0
     if n == 0:
         return
-    local_of = np.full(len(capacity), -1, dtype=np.int64)
-    frozen = np.zeros(len(keys), dtype=np.uint8)
-    order = np.empty(n, dtype=np.int64)
-    _stable_sort_ints(keys, rows, order, np.empty(n, dtype=np.int64))
-    # scratch arrays of every class's filling, allocated once per call: with thousands of
-    # small classes (distinct ranks), allocating them per class was most of the cost
-    entries = 0
-    for r in range(n):
-        entries += nlinks[rows[r]]
-    scratch_ints = np.empty((5, entries + 1), dtype=np.int64)
-    scratch_demand = np.empty(entries)
-    scratch_capped = np.empty(n, dtype=np.int64)
+    _stable_sort_ints(keys, rows, order[:n], sort_tmp[:n])
     i = 0
     while i < n:
         key = keys[order[i]]
@@ -135,6 +140,8 @@ def allocate_subset(capacity, residual, rows, links, weights, nlinks, keys, caps
                         weights, nlinks, caps, shares, scratch_ints, scratch_demand,
                         scratch_capped)
         i = j
+    for r in range(n):
+        frozen[rows[r]] = 0
 
 
 @njit(inline="always")

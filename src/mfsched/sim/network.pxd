@@ -1,6 +1,6 @@
 # Types for Cython's compilation of network.py (pure Python mode; see mfsched._jit).
 cimport cython
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from .allocation cimport allocate_subset
 
 cdef double _TIME_EPS_S, _BYTE_EPS, _INF, _FX, _RESERVE_SLACK
@@ -18,7 +18,9 @@ cpdef double _time_to_next(double[:, ::1] floats, Py_ssize_t n) except? -1.0
 cpdef double _reallocate(const double[::1] capacity, int64_t[::1] reserved, double[::1] residual,
                          int64_t[::1] rows, int64_t[:, ::1] links, double[:, ::1] weights,
                          int64_t[:, ::1] ints, double[:, ::1] floats, Py_ssize_t n,
-                         bint paced) except? -1.0
+                         bint paced, int64_t[::1] local_of, uint8_t[::1] frozen,
+                         int64_t[::1] order, int64_t[::1] sort_tmp, int64_t[:, ::1] fill_ints,
+                         double[::1] fill_demand, int64_t[::1] capped) except? -1.0
 
 @cython.locals(k=Py_ssize_t, g=int64_t, share=double)
 cpdef void _reserve(int64_t[::1] reserved, const double[::1] capacity, int64_t[:, ::1] links,
@@ -57,6 +59,11 @@ cdef class FluidNetwork:
     cdef readonly int64_t[::1] _reserved
     cdef int64_t[::1] _done_buf, _rows_buf
     cdef double[::1] _residual
+    # the allocator's working space (allocation.scratch_arrays)
+    cdef int64_t[::1] _local_of, _order, _sort_tmp, _capped
+    cdef uint8_t[::1] _frozen
+    cdef int64_t[:, ::1] _fill_ints
+    cdef double[::1] _fill_demand
 
     @cython.locals(n=Py_ssize_t, slots=Py_ssize_t, width=Py_ssize_t)
     cpdef add(self, int64_t flow_id, object links, object weights, double size_bytes,

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._jit import njit
 from ..policy.types import Priority
-from .allocation import allocate_subset, priority_key
+from .allocation import allocate_subset, priority_key, scratch_arrays
 
 __all__ = ["FluidNetwork", "load_kernels"]
 
@@ -87,6 +87,7 @@ class FluidNetwork:
         self._reserved = np.zeros(len(self.capacity_bytes_per_s), dtype=np.int64)
         self._rows_buf = np.empty(64, dtype=np.int64)
         self._residual = np.empty(len(self.capacity_bytes_per_s))
+        self._scratch(64, 8)
 
     def _grow(self, slots: int, width: int) -> None:
         n = len(self._ids)
@@ -101,6 +102,14 @@ class FluidNetwork:
         floats[:, :n] = np.asarray(self._floats)[:, :n]
         self._links, self._weights, self._ints, self._floats = links, weights, ints, floats
         self._read_only = self._read_only_rows()
+        self._scratch(slots, width)
+
+    def _scratch(self, slots: int, width: int) -> None:
+        """The allocator's working space for ``slots`` rows of ``width`` links (kept between
+        reallocations: :func:`~mfsched.sim.allocation.scratch_arrays`)."""
+        (self._local_of, self._frozen, self._order, self._sort_tmp, self._fill_ints,
+         self._fill_demand, self._capped) = scratch_arrays(len(self.capacity_bytes_per_s),
+                                                           slots, slots * width)
 
     def _read_only_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read-only views of the id, remaining and rate rows (slices of a read-only view are
@@ -239,7 +248,9 @@ class FluidNetwork:
             self._rows_buf = np.empty(2 * n, dtype=np.int64)
         t_next = _reallocate(self.capacity_bytes_per_s, self._reserved, self._residual,
                              self._rows_buf, self._links, self._weights, self._ints,
-                             self._floats, n, self._paced > 0)
+                             self._floats, n, self._paced > 0, self._local_of, self._frozen,
+                             self._order, self._sort_tmp, self._fill_ints, self._fill_demand,
+                             self._capped)
         if self.check_invariants:
             self._check()
         return self.now_s + t_next
@@ -315,7 +326,8 @@ def _time_to_next(floats, n):
 
 
 @njit
-def _reallocate(capacity, reserved, residual, rows, links, weights, ints, floats, n, paced):
+def _reallocate(capacity, reserved, residual, rows, links, weights, ints, floats, n, paced,
+                local_of, frozen, order, sort_tmp, fill_ints, fill_demand, capped):
     """New rates in place; returns the time until the next completion. With paced (capped)
     flows, if every capped flow's class lies above every uncapped flow's and no link is
     (nearly) overbooked by caps, the capped flows get their caps and the others are filled on
@@ -355,7 +367,8 @@ def _reallocate(capacity, reserved, residual, rows, links, weights, ints, floats
             rows[i] = i
         m = n
     allocate_subset(capacity, residual, rows[:m], links, weights, ints[_NLINKS], ints[_KEY],
-                    floats[_CAP], floats[_SHARE], floats[_RATE])
+                    floats[_CAP], floats[_SHARE], floats[_RATE], local_of, frozen, order,
+                    sort_tmp, fill_ints, fill_demand, capped)
     return _time_to_next(floats, n)
 
 
