@@ -22,20 +22,31 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# module -> whether its memoryview indexing is unchecked: only the typed kernel modules, whose
-# .pxd types every index; elsewhere unchecked indexing would let a Python list's [-1] read
-# outside the list
+# Cython's checks off per module. "unchecked": no bounds, negative-index or initialisation
+# checks (the network and the allocator: a .pxd types every index, and no index there is
+# negative); "no-wraparound": bounds still checked, negative indexes not wrapped (the modules
+# whose kernels are typed beside Python classes: an index outside is an IndexError, never a
+# read outside the list); "": Cython's defaults (modules compiled untyped).
+_CHECKS = {
+    "unchecked": {"boundscheck": False, "wraparound": False, "initializedcheck": False},
+    "no-wraparound": {"wraparound": False},
+    "": {},
+}
 COMPILED = {
-    "mfsched.sim.allocation": True,
-    "mfsched.sim.network": True,
-    "mfsched.sim.engine": False,
-    "mfsched.sim.serving": False,
-    "mfsched.sim.transfer": False,
-    "mfsched.policy.driver": False,
-    "mfsched.policy.mfs": False,
-    "mfsched.policy.fair": False,
-    "mfsched.policy.rmlq": False,
-    "mfsched.policy.types": False,
+    "mfsched.sim.allocation": "unchecked",
+    "mfsched.sim.network": "unchecked",
+    "mfsched.policy.baselines": "no-wraparound",
+    "mfsched.policy.batchbook": "no-wraparound",
+    "mfsched.policy.oracle": "no-wraparound",
+    "mfsched.policy.red": "no-wraparound",
+    "mfsched.sim.engine": "",
+    "mfsched.sim.serving": "",
+    "mfsched.sim.transfer": "",
+    "mfsched.policy.driver": "",
+    "mfsched.policy.mfs": "",
+    "mfsched.policy.fair": "",
+    "mfsched.policy.rmlq": "",
+    "mfsched.policy.types": "",
 }
 MANIFEST = "_compiled.json"
 
@@ -52,10 +63,8 @@ def _extensions() -> list[Extension]:
     except ImportError:
         return []
     exts = []
-    for module, unchecked in COMPILED.items():
-        directives = {"language_level": 3, "annotation_typing": False}
-        if unchecked:
-            directives |= {"boundscheck": False, "wraparound": False, "initializedcheck": False}
+    for module, checks in COMPILED.items():
+        directives = {"language_level": 3, "annotation_typing": False, **_CHECKS[checks]}
         exts += cythonize([Extension(module, [_source(module)])], compiler_directives=directives,
                           include_path=["src"], quiet=True)
     return exts

@@ -471,7 +471,8 @@ def _assemble(order, now_s, bi, bf, pi, fi, ff, pool_i, pool_f):
     are left out; a request counts if live, not pruned and with P2D traffic."""
     # first pass: how many batches, requests and entries
     nb = ne = nr = nrp = 0
-    for s in order:
+    for o in range(len(order)):
+        s = order[o]
         if bi[_B_LIVE, s] == 0:
             continue
         nb += 1
@@ -500,7 +501,8 @@ def _assemble(order, now_s, bi, bf, pi, fi, ff, pool_i, pool_f):
     rp_bytes = np.empty(nrp)
     i = e = r = k = 0
     early_ptr[0] = req_ptr[0] = rp_ptr[0] = 0
-    for s in order:
+    for o in range(len(order)):
+        s = order[o]
         if bi[_B_LIVE, s] == 0:
             continue
         done = bi[_B_DONE, s] != 0

@@ -94,7 +94,7 @@ class Oracle(Policy):
         self._pi = np.zeros((2, 64), dtype=np.int64)
         self._pf = np.zeros(64)  # P2D bytes of the latest layer
         self._rf = np.zeros((2, 64))
-        self._rlive = np.zeros(64, dtype=np.bool_)
+        self._rlive = np.zeros(64, dtype=np.uint8)  # live request slots (0/1)
         self._changed = np.empty(64, dtype=np.int64)
 
     def _request(self, rid: int) -> int:

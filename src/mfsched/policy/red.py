@@ -146,7 +146,7 @@ def _feasibility_pass(compute_end, target, early_ptr, early_port, early_bytes, r
     above_early = np.zeros(num_ports)
     above_all = np.zeros(num_ports)
     load = np.zeros(num_ports)
-    alive = np.zeros(len(req_id), np.bool_)
+    alive = np.zeros(len(req_id), np.uint8)
     pruned = np.empty(max(budget, 0), np.int64)
     count = 0
     pool = 0
