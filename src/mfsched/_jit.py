@@ -87,8 +87,8 @@ def kernels_cached() -> bool:
     several seconds. (Some kernels serve only some runs, e.g. the contention-free reference,
     so a cache is never complete.) Reads numba's cache index through its private API; should
     that move, the answer is True (say nothing) rather than an error."""
-    if not JIT_ENABLED:
-        return True
+    if not JIT_ENABLED or not _KERNELS:  # no numba kernel: nothing compiles (the compiled
+        return True                      # core, mfsched._compiled, has them all in C)
     try:
         return any(k._cache._cache_file._load_index() for k in _KERNELS)
     except Exception:  # numba internals changed: no notice, no failure

@@ -65,13 +65,9 @@ def ticker(bar: Progress) -> Callable[[str, int, int], None]:
 
 
 def compile_notice() -> None:
-    """Say so when the next run compiles the simulator's kernels (numba, cached on disk).
-
-    With the compiled core (``pip install .``, :mod:`mfsched._compiled`) only the policies'
-    kernels are left to numba, and each compiles when a scheduler first uses it: a first run
-    of schedulers that use none (fair sharing alone) says it compiles and compiles nothing,
-    until some run has compiled one. (Simplification: the notice does not know which kernels
-    the chosen schedulers use.)"""
+    """Say so when the next run compiles the simulator's kernels (numba, cached on disk): only
+    where they run from source (``MFSCHED_PURE_PYTHON=1``, a build without a compiler, or
+    sources edited since the build: :mod:`mfsched._compiled`); the compiled core has none."""
     import mfsched.sim.engine  # noqa: F401  (imports every kernel)
     from mfsched._jit import kernels_cached
 
