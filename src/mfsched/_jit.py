@@ -4,9 +4,9 @@ Kernels are written as plain loops over numpy arrays and decorated with :func:`n
 numba installed (a core dependency) they are compiled once and cached on disk; without it they
 run unchanged as ordinary Python, only slower, so the results never depend on numba.
 Set ``MFSCHED_NO_JIT=1`` to force the interpreted path (tests use it to cross-check).
-Where ``pip install .`` compiled a kernel's module with Cython (``setup.py``,
-:mod:`mfsched._compiled`: ``sim/network.py`` and ``sim/allocation.py``, typed by their
-``.pxd`` files), the kernel arrives here compiled already and is returned as it is.
+Where ``pip install .`` compiled a kernel's module with Cython (``setup.py`` lists them,
+typed by the ``.pxd`` files beside them; :mod:`mfsched._compiled`), the kernel arrives here
+compiled already and is returned as it is: numba then compiles nothing.
 :func:`kernels_cached` tells the CLI whether the first call will compile (it then says so).
 
 **Where the compiled kernels live.** numba keys a cached kernel by its own source file only: a
