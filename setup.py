@@ -4,11 +4,12 @@ Everything else about the package is declared in ``pyproject.toml``. The modules
 ``COMPILED`` are ordinary Python files; Cython compiles each into an extension module beside
 it (the modules with kernels take their C types from the ``.pxd`` files beside them,
 Cython's "pure Python mode"; the others compile untyped), which Python's import system then
-prefers to the source. The build also writes ``mfsched/_compiled.json``, the SHA-256 of every compiled source, so that
-:mod:`mfsched._compiled` can run a source that changed since (an editable install being
-edited) instead of its stale extension, and ``MFSCHED_PURE_PYTHON=1`` can run them all as
-plain Python. Where no C compiler works, the package installs without the extensions and
-says so: every module then runs as Python (with numba for the kernels), only slower.
+prefers to the source. The build also writes ``mfsched/_compiled.json``, the SHA-256 of
+every compiled source, so that :mod:`mfsched._compiled` can run a source that changed since
+(an editable install being edited) instead of its stale extension, and
+``MFSCHED_PURE_PYTHON=1`` can run them all as plain Python. Where no C compiler works, the
+package installs without the extensions and says so: every module then runs as Python (with
+numba for the kernels), only slower.
 """
 
 from __future__ import annotations
