@@ -57,8 +57,6 @@ def _source(module: str) -> str:
 
 
 def _extensions() -> list[Extension]:
-    if os.environ.get("MFSCHED_NO_COMPILE"):
-        return []
     try:
         from Cython.Build import cythonize
     except ImportError:
@@ -91,15 +89,19 @@ class BuildExt(build_ext):
             return
         digests = {m: hashlib.sha256(Path(_source(m)).read_bytes()).hexdigest()
                    for m in COMPILED}
-        package_dir = os.path.dirname(self.get_ext_fullpath("mfsched.x"))
-        os.makedirs(package_dir, exist_ok=True)
-        with open(os.path.join(package_dir, MANIFEST), "w") as f:
+        manifest = self._manifest()
+        os.makedirs(os.path.dirname(manifest), exist_ok=True)
+        with open(manifest, "w") as f:
             json.dump(digests, f, indent=1, sort_keys=True)
+
+    def _manifest(self) -> str:
+        """Where the manifest goes: beside the package's extensions (the source tree for an
+        editable install, the build directory for a wheel)."""
+        return os.path.join(os.path.dirname(self.get_ext_fullpath("mfsched.x")), MANIFEST)
 
     def get_outputs(self) -> list[str]:
         outputs = super().get_outputs()
-        manifest = os.path.join(os.path.dirname(self.get_ext_fullpath("mfsched.x")), MANIFEST)
-        return [*outputs, manifest] if os.path.exists(manifest) else outputs
+        return [*outputs, self._manifest()] if os.path.exists(self._manifest()) else outputs
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
