@@ -120,14 +120,26 @@ def _until(cond, timeout_s: float = 10.0) -> bool:
 def test_authenticated_transfer_and_resend_after_a_broken_connection(loopback):
     key = RunKey.generate()
     lb = loopback(key, key)
-    n = lb.send(1, 4 << 20)
-    assert lb.sender_events.wait_acked(n // 4)
-    assert lb.call(_abort(lb.sender)) >= 1  # break every connection in the middle
-    assert lb.sender_events.wait_acked(n)
-    assert lb.victim_events.received == {(1, 0): 4 << 20}  # every byte once
+    lb.send(2, 1024)  # the connection is up before the transfer (else nothing breaks)
+    assert lb.sender_events.wait_acked(1)
+
+    async def send_and_break():
+        # One coroutine on the loop both transports share: no ack can arrive between the
+        # chunks' writes and the break, so the break always finds chunks unacknowledged.
+        n = 0
+        for off in range(0, 4 << 20, 32 * 1024):
+            lb.sender.send(Route(SENDER, VICTIM, 3), ChunkKey(1, 0, off, 32 * 1024), 4 << 20)
+            n += 1
+        return n, lb.sender.break_connections()
+
+    n, broken = lb.call(send_and_break())
+    assert broken >= 1  # the sender may hold several connections to the victim
+    assert lb.sender_events.wait_acked(n + 1)
+    assert lb.victim_events.received == {(2, 0): 1024, (1, 0): 4 << 20}  # every byte once
     st = lb.victim.stats
-    assert st.bytes_delivered == 4 << 20 and st.members_complete == 1
-    assert lb.sender.stats.reconnects >= 1 and lb.sender.stats.handshake_failures == 0
+    assert st.bytes_delivered == (4 << 20) + 1024 and st.members_complete == 2
+    s = lb.sender.stats
+    assert s.reconnects >= 1 and s.chunks_resent >= 1 and s.handshake_failures == 0
     g = lb.guard()
     assert g.pop("truncated") <= 1  # the break may have cut a frame in half
     assert not any(g.values())
@@ -135,8 +147,6 @@ def test_authenticated_transfer_and_resend_after_a_broken_connection(loopback):
     assert pairs["rx.class3.bytes"] >= 4 << 20 and pairs["rx.class3.first_s"] > 0
 
 
-async def _abort(t):
-    return t.break_connections()
 
 
 def test_promotion_classes_are_connected_before_they_are_needed(loopback):
