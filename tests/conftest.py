@@ -5,12 +5,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TRACES = SHARED / "traces"
+
+# A script that starts the tests in the background (``cmd &`` without job control) starts them
+# with Ctrl-C ignored, and every process they start inherits that, so the tests of what Ctrl-C
+# does would fail. They test what a terminal's Ctrl-C does: the default handler is put back
+# (a handled signal is reset to the default at exec, so the processes they start get it too).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
