@@ -73,13 +73,17 @@ class Loopback:
 
     def send(self, flow: int, size: int, chunk: int = 32 * 1024, hw_class: int = 3) -> int:
         async def go():
-            n = 0
-            for off in range(0, size, chunk):
-                self.sender.send(Route(SENDER, VICTIM, hw_class),
-                                 ChunkKey(flow, 0, off, min(chunk, size - off)), size)
-                n += 1
-            return n
+            return self.queue(flow, size, chunk, hw_class)
         return self.call(go())
+
+    def queue(self, flow: int, size: int, chunk: int = 32 * 1024, hw_class: int = 3) -> int:
+        """Hand a flow's chunks to the sender (on the loop's thread); how many."""
+        n = 0
+        for off in range(0, size, chunk):
+            self.sender.send(Route(SENDER, VICTIM, hw_class),
+                             ChunkKey(flow, 0, off, min(chunk, size - off)), size)
+            n += 1
+        return n
 
     def guard(self) -> dict[str, int]:
         return dict(self.victim.guard.__dict__)
@@ -126,11 +130,7 @@ def test_authenticated_transfer_and_resend_after_a_broken_connection(loopback):
     async def send_and_break():
         # One coroutine on the loop both transports share: no ack can arrive between the
         # chunks' writes and the break, so the break always finds chunks unacknowledged.
-        n = 0
-        for off in range(0, 4 << 20, 32 * 1024):
-            lb.sender.send(Route(SENDER, VICTIM, 3), ChunkKey(1, 0, off, 32 * 1024), 4 << 20)
-            n += 1
-        return n, lb.sender.break_connections()
+        return lb.queue(1, 4 << 20), lb.sender.break_connections()
 
     n, broken = lb.call(send_and_break())
     assert broken >= 1  # the sender may hold several connections to the victim
@@ -145,8 +145,6 @@ def test_authenticated_transfer_and_resend_after_a_broken_connection(loopback):
     assert not any(g.values())
     pairs = dict(lb.victim.as_pairs())
     assert pairs["rx.class3.bytes"] >= 4 << 20 and pairs["rx.class3.first_s"] > 0
-
-
 
 
 def test_promotion_classes_are_connected_before_they_are_needed(loopback):
